@@ -1,0 +1,1 @@
+"""attnzoo model families (importing this registers them with timm)."""

@@ -1,0 +1,620 @@
+"""Neighborhood attention (NA) and dilated neighborhood attention (DiNA), 1-D / 2-D / 3-D.
+
+Semantics are NATTEN's (and those of the released NAT / DiNAT weights), per spatial axis of
+length ``L`` with kernel size ``k`` and dilation ``d``:
+
+* Dilation groups: token ``i`` belongs to group ``i % d`` and attends only to keys of its own
+  group, at in-group index ``i // d``. DiNA is plain NA on each of the ``d`` interleaved sub-grids
+  (groups have ``ceil((L - g) / d)`` tokens, so they differ in length when ``d`` does not divide
+  ``L``).
+* The window is shifted, never clipped, at borders: in group coordinates a query ``i`` sees keys
+  ``s .. s + k - 1`` with ``s = clamp(i - k // 2, 0, L_g - k)``, so every query has exactly
+  ``k`` keys per axis. With ``is_causal`` the window is ``max(0, i - k + 1) .. i`` instead.
+* Relative positional bias: ``rpb[head, key - query + k - 1, ...]`` (in group coordinates, one
+  table axis per spatial axis, each of length ``2k - 1``), added after ``q @ k * scale``.
+
+Tensor layout is NATTEN's heads-last layout: ``[B, *spatial, heads, head_dim]``.
+"""
+import functools
+import math
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._dispatch import add_attention_macs, get_backend
+
+__all__ = ['na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'flex_available']
+
+IntOrTuple = Union[int, Sequence[int]]
+BoolOrTuple = Union[bool, Sequence[bool]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checking
+# ---------------------------------------------------------------------------------------------
+
+def _per_axis(value, n: int, name: str, kind: type) -> tuple:
+    """Broadcast an int/bool (or check a sequence) to a tuple of ``n`` values of type ``kind``."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f'{name} must be a {kind.__name__} or a sequence of {n} values '
+                             f'(one per spatial axis), got {value!r}')
+        values = tuple(value)
+    else:
+        values = (value,) * n
+    for v in values:
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise TypeError(f'{name} must hold ints, got {value!r}')
+        if kind is bool and not isinstance(v, bool):
+            raise TypeError(f'{name} must hold bools, got {value!r}')
+    return values
+
+
+def _check_kernel_dilation(kernel_size: IntOrTuple, dilation: IntOrTuple, is_causal: BoolOrTuple,
+                           n: int) -> Tuple[tuple, tuple, tuple]:
+    kernel = _per_axis(kernel_size, n, 'kernel_size', int)
+    dil = _per_axis(dilation, n, 'dilation', int)
+    causal = _per_axis(is_causal, n, 'is_causal', bool)
+    for ks in kernel:
+        if ks < 2 or ks % 2 == 0:
+            raise ValueError(f'kernel_size must be an odd int >= 3 on every axis, got {kernel_size!r}')
+    for d in dil:
+        if d < 1:
+            raise ValueError(f'dilation must be an int >= 1 on every axis, got {dilation!r}')
+    return kernel, dil, causal
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: tuple, dil: tuple,
+                  rpb: Optional[torch.Tensor], n: int, op: str) -> None:
+    layout = '[B, ' + ', '.join({1: 'L', 2: 'HW', 3: 'XYZ'}[n]) + ', heads, head_dim]'
+    for name, t in (('q', q), ('k', k), ('v', v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f'{op}: {name} must be a torch.Tensor, got {type(t).__name__}')
+        if t.dim() != n + 3:
+            raise ValueError(f'{op}: {name} must have {n + 3} dims {layout}, got shape {tuple(t.shape)}')
+        if not t.is_floating_point():
+            raise TypeError(f'{op}: {name} must be a floating-point tensor, got {t.dtype}')
+    if k.shape != q.shape:
+        raise ValueError(f'{op}: k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}')
+    if v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f'{op}: v must match q on every dim but head_dim: q {tuple(q.shape)}, '
+                         f'v {tuple(v.shape)}')
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f'{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
+    if not (q.device == k.device == v.device):
+        raise ValueError(f'{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}')
+    spatial = q.shape[1:1 + n]
+    for axis, (length, ks, d) in enumerate(zip(spatial, kernel, dil)):
+        if ks * d > length:
+            raise ValueError(
+                f'{op}: kernel_size * dilation must be <= the input size on every spatial axis; axis {axis} '
+                f'has size {length} but kernel_size={ks}, dilation={d} needs >= {ks * d} '
+                f'(NeighborhoodAttention2D zero-pads small maps, as the released NAT/DiNAT weights expect)')
+    if rpb is not None:
+        expected = (q.shape[-2],) + tuple(2 * ks - 1 for ks in kernel)
+        if tuple(rpb.shape) != expected:
+            raise ValueError(f'{op}: rpb must have shape [heads, 2*kernel_size-1, ...] = {expected}, '
+                             f'got {tuple(rpb.shape)}')
+        if rpb.device != q.device:
+            raise ValueError(f'{op}: rpb must be on the device of q ({q.device}), got {rpb.device}')
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-axis geometry (undilated, in group coordinates)
+# ---------------------------------------------------------------------------------------------
+
+def _axis_mask(qi: torch.Tensor, kj: torch.Tensor, length: int, kernel: int, causal: bool) -> torch.Tensor:
+    """Whether key position ``kj`` is in the window of query position ``qi`` (broadcasting)."""
+    if causal:
+        return (kj <= qi) & (kj > qi - kernel)
+    start = (qi - kernel // 2).clamp(0, length - kernel)
+    return (kj >= start) & (kj < start + kernel)
+
+
+def _axis_rel(qi: torch.Tensor, kj: torch.Tensor, kernel: int) -> torch.Tensor:
+    """RPB table index ``key - query + k - 1``, clamped into the table for masked-out pairs."""
+    return (kj - qi + kernel - 1).clamp(0, 2 * kernel - 2)
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_tiles(length: int, kernel: int, causal: bool, tile: int, device: torch.device):
+    """Split one axis into query tiles of ``tile`` tokens and the key range ("halo") each needs.
+
+    Returns ``(q_pos [nT*T] or None, k_pos [nT*R] or None, mask [nT, T, R], rel [nT, T, R])``:
+    query positions (the last tile repeats position ``L-1`` as padding), the ``R = min(T+k-1, L)``
+    key positions of each tile (None where the positions are just ``0..L-1``), which keys each
+    query sees, and the RPB index of each pair.
+    """
+    num_tiles = -(-length // tile)
+    region = min(tile + kernel - 1, length)
+    t = torch.arange(num_tiles, device=device)
+    q_pos = (t[:, None] * tile + torch.arange(tile, device=device)).clamp(max=length - 1)
+    first = t * tile
+    if causal:
+        region_start = (first - kernel + 1).clamp(0, length - region)
+    else:
+        region_start = (first - kernel // 2).clamp(0, length - kernel).clamp(max=length - region)
+    k_pos = region_start[:, None] + torch.arange(region, device=device)
+    mask = _axis_mask(q_pos[:, :, None], k_pos[:, None, :], length, kernel, causal)
+    rel = _axis_rel(q_pos[:, :, None], k_pos[:, None, :], kernel)
+    q_pos = None if num_tiles * tile == length else q_pos.flatten()
+    k_pos = None if num_tiles * region == length else k_pos.flatten()
+    return q_pos, k_pos, mask, rel
+
+
+def _tile_size(length: int, kernel: int) -> int:
+    """Query tile length: about ``kernel`` tokens, balanced so the last tile is not mostly padding."""
+    num_tiles = max(1, -(-length // kernel))
+    return -(-length // num_tiles)
+
+
+def _outer(tables: Sequence[torch.Tensor], n: int) -> List[torch.Tensor]:
+    """View per-axis ``[nT_a, T_a, R_a]`` tables so they broadcast to ``[nT.., T.., R..]``."""
+    views = []
+    for a, table in enumerate(tables):
+        shape = [1] * (3 * n)
+        shape[a], shape[n + a], shape[2 * n + a] = table.shape
+        views.append(table.reshape(shape))
+    return views
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference backend: dense attention with the neighborhood as a mask (O(N^2) memory)
+# ---------------------------------------------------------------------------------------------
+
+def _na_reference(q, k, v, kernel, dil, causal, rpb, scale, dropout_p):
+    n = len(kernel)
+    B, *spatial, heads, _ = q.shape
+    masks, rels = [], []
+    for length, ks, d, c in zip(spatial, kernel, dil, causal):
+        pos = torch.arange(length, device=q.device)
+        group, idx = pos % d, pos // d
+        group_len = (length - group + d - 1) // d
+        qi, kj = idx[:, None], idx[None, :]
+        in_window = _axis_mask_var(qi, kj, group_len[:, None], ks, c)
+        masks.append((group[:, None] == group[None, :]) & in_window)
+        rels.append(_axis_rel(qi, kj, ks))
+    # Combine per-axis [L_a, L_a] tables into [N, N] over row-major flattened tokens.
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = (mask[:, None, :, None] & m[None, :, None, :]).flatten(0, 1).flatten(1, 2)
+    qf = q.flatten(1, n).transpose(1, 2).float()  # [B, heads, N, D]
+    kf = k.flatten(1, n).transpose(1, 2).float()
+    vf = v.flatten(1, n).transpose(1, 2).float()
+    logits = (qf @ kf.transpose(-1, -2)) * scale
+    if rpb is not None:
+        bias = rpb.float()[(slice(None), *_interleave(rels))]  # [heads, L1, L2.., L1, L2..]
+        logits = logits + bias.reshape(heads, mask.shape[0], mask.shape[1])
+    logits = logits.masked_fill(~mask, float('-inf'))
+    attn = logits.softmax(-1)
+    if dropout_p > 0:
+        attn = F.dropout(attn, dropout_p)
+    out = (attn @ vf).to(q.dtype)
+    return out.transpose(1, 2).reshape(B, *spatial, heads, v.shape[-1])
+
+
+def _axis_mask_var(qi, kj, length, kernel: int, causal: bool):
+    """``_axis_mask`` with a per-query tensor ``length`` (dilation groups of unequal length)."""
+    if causal:
+        return (kj <= qi) & (kj > qi - kernel)
+    start = torch.minimum((qi - kernel // 2).clamp(min=0), length - kernel)
+    return (kj >= start) & (kj < start + kernel)
+
+
+def _interleave(rels: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Per-axis ``[L_a, L_a]`` index tables -> list ordered (query axes..., key axes...) for
+    broadcasting each pair into an ``[L1, L2.., L1, L2..]`` gather."""
+    n = len(rels)
+    out = []
+    for a, r in enumerate(rels):
+        shape = [1] * (2 * n)
+        shape[a], shape[n + a] = r.shape
+        out.append(r.reshape(shape))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Dilation: fold the d interleaved groups of each axis into the batch dim
+# ---------------------------------------------------------------------------------------------
+
+def _fold(x: torch.Tensor, axis: int, count: int, length: int) -> torch.Tensor:
+    """``[B, .., count*length, ..]`` (group-major on ``axis``) -> ``[B*count, .., length, ..]``."""
+    return x.unflatten(axis, (count, length)).movedim(axis, 1).flatten(0, 1)
+
+
+def _unfold(x: torch.Tensor, axis: int, count: int) -> torch.Tensor:
+    """Inverse of ``_fold``."""
+    return x.unflatten(0, (-1, count)).movedim(1, axis).flatten(axis, axis + 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _group_order(length: int, d: int, device: torch.device):
+    """Token order that makes each dilation group contiguous, its inverse, and the chunks
+    ``(count, group_length)`` of equal-length groups in that order."""
+    base, rem = divmod(length, d)
+    order = torch.cat([torch.arange(g, length, d, device=device) for g in range(d)])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(length, device=device)
+    chunks = [(rem, base + 1), (d - rem, base)] if rem else [(d, base)]
+    return order, inverse, chunks
+
+
+def _by_dilation_group(core: Callable, tensors: Tuple[torch.Tensor, ...], dil: tuple,
+                       axis: int = 0) -> torch.Tensor:
+    """Run ``core(q, k, v)`` (undilated NA) on every dilation group, one spatial axis at a time."""
+    if axis == len(dil):
+        return core(*tensors)
+    d, dim = dil[axis], axis + 1
+    if d == 1:
+        return _by_dilation_group(core, tensors, dil, axis + 1)
+    length = tensors[0].shape[dim]
+    if length % d == 0:  # equal groups: a view, no gather
+        grouped = [t.unflatten(dim, (length // d, d)).movedim(dim + 1, 1).flatten(0, 1) for t in tensors]
+        out = _by_dilation_group(core, tuple(grouped), dil, axis + 1)
+        return out.unflatten(0, (-1, d)).movedim(1, dim + 1).flatten(dim, dim + 1)
+    order, inverse, chunks = _group_order(length, d, tensors[0].device)
+    ordered = [t.index_select(dim, order) for t in tensors]
+    outs, offset = [], 0
+    for count, group_len in chunks:
+        part = tuple(_fold(t.narrow(dim, offset, count * group_len), dim, count, group_len) for t in ordered)
+        outs.append(_unfold(_by_dilation_group(core, part, dil, axis + 1), dim, count))
+        offset += count * group_len
+    return torch.cat(outs, dim).index_select(dim, inverse)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared fast path: the window covers the whole (group) map -> plain attention
+# ---------------------------------------------------------------------------------------------
+
+def _is_full_attention(spatial: Sequence[int], kernel: tuple, causal: tuple) -> bool:
+    return all(length == ks and not c for length, ks, c in zip(spatial, kernel, causal))
+
+
+def _full_bias(rpb: torch.Tensor, kernel: tuple) -> torch.Tensor:
+    """``[heads, N, N]`` bias of plain attention over a map equal to the kernel (N = prod k)."""
+    rels = []
+    for ks in kernel:
+        pos = torch.arange(ks, device=rpb.device)
+        rels.append(_axis_rel(pos[:, None], pos[None, :], ks))
+    size = math.prod(kernel)
+    return rpb[(slice(None), *_interleave(rels))].reshape(rpb.shape[0], size, size)
+
+
+def _na_full(q, k, v, kernel, rpb, scale, dropout_p):
+    """Plain attention over all tokens (valid when every axis length equals the kernel size)."""
+    n = len(kernel)
+    B, *spatial, heads, _ = q.shape
+    bias = None if rpb is None else _full_bias(rpb, kernel).to(q.dtype)
+    out = F.scaled_dot_product_attention(
+        q.flatten(1, n).transpose(1, 2), k.flatten(1, n).transpose(1, 2), v.flatten(1, n).transpose(1, 2),
+        attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    return out.transpose(1, 2).reshape(B, *spatial, heads, v.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# torch backend: query tiles attend to their key halo through SDPA (memory O(N*k^2))
+# ---------------------------------------------------------------------------------------------
+
+def _tile_bias(spatial, kernel, causal, tiles, rpb, heads, dtype, device):
+    """Additive mask ``[nT*heads, T.., R..]`` (``-inf`` outside each query's window, RPB inside),
+    or a boolean mask when there is no RPB."""
+    n = len(kernel)
+    geo = [_axis_tiles(length, ks, c, t, device) for length, ks, c, t in zip(spatial, kernel, causal, tiles)]
+    masks = _outer([g[2] for g in geo], n)
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = mask & m
+    num_tiles = math.prod(mask.shape[:n])
+    tt, rr = math.prod(mask.shape[n:2 * n]), math.prod(mask.shape[2 * n:])
+    mask = mask.reshape(num_tiles, 1, tt, rr)
+    if rpb is None:
+        return geo, mask.expand(num_tiles, heads, tt, rr).reshape(num_tiles * heads, tt, rr)
+    bias = rpb.to(dtype)[(slice(None), *_outer([g[3] for g in geo], n))]  # [heads, nT.., T.., R..]
+    bias = bias.reshape(heads, num_tiles, tt, rr).transpose(0, 1)
+    bias = bias.masked_fill(~mask, float('-inf'))
+    return geo, bias.reshape(num_tiles * heads, tt, rr)
+
+
+def _tile_tokens(x: torch.Tensor, positions: Sequence[Optional[torch.Tensor]], sizes: Sequence[Tuple[int, int]]):
+    """Gather ``x [B, *S, h, D]`` at per-axis positions (None: all, in order) and arrange the
+    tiles as ``[B, nT*h, prod(tile sizes), D]``; ``sizes`` holds ``(num_tiles, tile_len)`` per axis."""
+    n = len(sizes)
+    for a, pos in enumerate(positions):
+        if pos is not None:
+            x = x.index_select(a + 1, pos)
+    B, heads, dim = x.shape[0], x.shape[-2], x.shape[-1]
+    x = x.reshape(B, *[s for pair in sizes for s in pair], heads, dim)
+    perm = [0] + [1 + 2 * a for a in range(n)] + [1 + 2 * n] + [2 + 2 * a for a in range(n)] + [2 + 2 * n]
+    x = x.permute(perm)
+    num_tiles = math.prod(p[0] for p in sizes)
+    return x.reshape(B, num_tiles * heads, math.prod(p[1] for p in sizes), dim)
+
+
+def _na_tiled(q, k, v, kernel, causal, rpb, scale, dropout_p):
+    """Undilated NA: each tile of ~k^n queries attends to its (T+k-1)^n key halo via SDPA."""
+    n = len(kernel)
+    B, *spatial, heads, _ = q.shape
+    if _is_full_attention(spatial, kernel, causal):
+        return _na_full(q, k, v, kernel, rpb, scale, dropout_p)
+    tiles = [_tile_size(length, ks) for length, ks in zip(spatial, kernel)]
+    geo, mask = _tile_bias(spatial, kernel, causal, tiles, rpb, heads, q.dtype, q.device)
+    q_sizes = [(g[2].shape[0], g[2].shape[1]) for g in geo]
+    k_sizes = [(g[2].shape[0], g[2].shape[2]) for g in geo]
+    qt = _tile_tokens(q, [g[0] for g in geo], q_sizes)
+    kt = _tile_tokens(k, [g[1] for g in geo], k_sizes)
+    vt = _tile_tokens(v, [g[1] for g in geo], k_sizes)
+    out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    # [B, nT*h, T.., Dv] -> [B, nT1, T1, .., h, Dv] -> crop the padded tail of every axis.
+    dv = v.shape[-1]
+    out = out.reshape(B, *[p[0] for p in q_sizes], heads, *[p[1] for p in q_sizes], dv)
+    perm = [0]
+    for a in range(n):
+        perm += [1 + a, 2 + n + a]
+    perm += [1 + n, 2 + 2 * n]
+    out = out.permute(perm).reshape(B, *[p[0] * p[1] for p in q_sizes], heads, dv)
+    for a, length in enumerate(spatial):
+        out = out.narrow(a + 1, 0, length)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# flex backend: torch flex_attention with a block-sparse neighborhood mask (CUDA)
+# ---------------------------------------------------------------------------------------------
+
+def flex_available() -> bool:
+    """Whether ``torch.nn.attention.flex_attention`` exists and a CUDA device is present."""
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _token_coords(idx: torch.Tensor, spatial: Sequence[int]) -> List[torch.Tensor]:
+    """Row-major flat token index -> per-axis coordinates."""
+    coords = []
+    for length in reversed(spatial[1:]):
+        coords.append(idx % length)
+        idx = idx // length
+    coords.append(idx)
+    return coords[::-1]
+
+
+def _flex_mask_mod(spatial: tuple, kernel: tuple, causal: tuple):
+    def mask_mod(b, h, q_idx, kv_idx):
+        qc, kc = _token_coords(q_idx, spatial), _token_coords(kv_idx, spatial)
+        keep = _axis_mask(qc[0], kc[0], spatial[0], kernel[0], causal[0])
+        for a in range(1, len(spatial)):
+            keep = keep & _axis_mask(qc[a], kc[a], spatial[a], kernel[a], causal[a])
+        return keep
+    return mask_mod
+
+
+@functools.lru_cache(maxsize=64)
+def _flex_block_mask(spatial: tuple, kernel: tuple, causal: tuple, device: torch.device):
+    from torch.nn.attention.flex_attention import create_block_mask
+    tokens = math.prod(spatial)
+    return create_block_mask(_flex_mask_mod(spatial, kernel, causal), B=None, H=None,
+                             Q_LEN=tokens, KV_LEN=tokens, device=device)
+
+
+def _flex_rpb_score_mod(rpb: torch.Tensor, spatial: tuple, kernel: tuple):
+    def score_mod(score, b, h, q_idx, kv_idx):
+        qc, kc = _token_coords(q_idx, spatial), _token_coords(kv_idx, spatial)
+        index = tuple(_axis_rel(qa, ka, ks) for qa, ka, ks in zip(qc, kc, kernel))
+        return score + rpb[(h, *index)]
+    return score_mod
+
+
+def _na_flex(q, k, v, kernel, causal, rpb, scale):
+    """Undilated NA through flex_attention; full-map windows go to SDPA."""
+    n = len(kernel)
+    B, *spatial, heads, _ = q.shape
+    if _is_full_attention(spatial, kernel, causal):
+        return _na_full(q, k, v, kernel, rpb, scale, 0.0)
+    spatial = tuple(spatial)
+    block_mask = _flex_block_mask(spatial, kernel, causal, q.device)
+    score_mod = None if rpb is None else _flex_rpb_score_mod(rpb.to(q.dtype), spatial, kernel)
+    out = _compiled_flex_attention()(
+        q.flatten(1, n).transpose(1, 2), k.flatten(1, n).transpose(1, 2), v.flatten(1, n).transpose(1, 2),
+        score_mod=score_mod, block_mask=block_mask, scale=scale)
+    return out.transpose(1, 2).reshape(B, *spatial, heads, v.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# natten backend: NATTEN's fused kernels (no RPB, no attention dropout)
+# ---------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def natten_available() -> bool:
+    """Whether NATTEN is installed with its compiled library (its fused CUDA kernels)."""
+    try:
+        import natten
+    except ImportError:
+        return False
+    has_lib = getattr(natten, 'HAS_LIBNATTEN', None)
+    if has_lib is None:
+        try:
+            from natten import _libnatten  # noqa: F401
+            has_lib = True
+        except ImportError:
+            has_lib = False
+    return bool(has_lib)
+
+
+def _na_natten(q, k, v, kernel, dil, causal, scale):
+    import natten
+    fn = {1: natten.na1d, 2: natten.na2d, 3: natten.na3d}[len(kernel)]
+    return fn(q, k, v, kernel_size=kernel, dilation=dil, is_causal=causal, scale=scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functional API
+# ---------------------------------------------------------------------------------------------
+
+def _select_backend(q: torch.Tensor, rpb, dropout_p: float, op: str) -> str:
+    requested = get_backend()
+    if requested == 'auto':
+        if q.is_cuda:
+            if natten_available() and rpb is None and dropout_p == 0:
+                return 'natten'
+            if flex_available() and dropout_p == 0:
+                return 'flex'
+        return 'torch'
+    if requested == 'flex':
+        if not q.is_cuda or not flex_available():
+            raise RuntimeError(f"{op}: backend 'flex' runs on CUDA tensors only (got device {q.device}); "
+                               "use 'torch' or 'auto'")
+        if dropout_p > 0:
+            raise ValueError(f"{op}: backend 'flex' has no attention dropout (dropout_p={dropout_p}); "
+                             "use 'torch' or 'auto'")
+    if requested == 'natten':
+        if not natten_available():
+            raise RuntimeError(f"{op}: backend 'natten' needs NATTEN with its compiled library "
+                               "(pip install attnzoo[natten] on a CUDA machine)")
+        if rpb is not None or dropout_p > 0:
+            raise ValueError(f"{op}: backend 'natten' supports neither rpb nor dropout_p > 0; "
+                             "use 'torch', 'flex' or 'auto'")
+    return requested
+
+
+def _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scale, dropout_p, n, op):
+    kernel, dil, causal = _check_kernel_dilation(kernel_size, dilation, is_causal, n)
+    _check_inputs(q, k, v, kernel, dil, rpb, n, op)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f'{op}: dropout_p must be in [0, 1), got {dropout_p}')
+    batch, heads = q.shape[0], q.shape[-2]
+    add_attention_macs(batch * heads * math.prod(q.shape[1:1 + n]) * math.prod(kernel)
+                       * (q.shape[-1] + v.shape[-1]))
+    backend = _select_backend(q, rpb, dropout_p, op)
+    if backend == 'reference':
+        return _na_reference(q, k, v, kernel, dil, causal, rpb, scale, dropout_p)
+    if backend == 'natten':
+        return _na_natten(q, k, v, kernel, dil, causal, scale)
+    if backend == 'flex':
+        core = functools.partial(_na_flex, kernel=kernel, causal=causal, rpb=rpb, scale=scale)
+    else:
+        core = functools.partial(_na_tiled, kernel=kernel, causal=causal, rpb=rpb, scale=scale,
+                                 dropout_p=dropout_p)
+    return _by_dilation_group(core, (q, k, v), dil)
+
+
+def na1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: IntOrTuple, dilation: IntOrTuple = 1,
+         is_causal: BoolOrTuple = False, rpb: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+         dropout_p: float = 0.0) -> torch.Tensor:
+    """1-D neighborhood attention.
+
+    Args:
+        q, k: ``[B, L, heads, head_dim]``; v: ``[B, L, heads, head_dim_v]``.
+        kernel_size: odd window size >= 3; dilation: >= 1, ``kernel_size * dilation <= L``.
+        is_causal: keys ``max(0, i-k+1) .. i`` instead of the centred window.
+        rpb: optional relative positional bias ``[heads, 2k-1]``.
+        scale: logit scale, default ``head_dim ** -0.5`` (the bias is not scaled).
+        dropout_p: attention dropout (only meaningful in training).
+    Returns:
+        ``[B, L, heads, head_dim_v]``.
+    """
+    return _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scale, dropout_p, 1, 'na1d')
+
+
+def na2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: IntOrTuple, dilation: IntOrTuple = 1,
+         is_causal: BoolOrTuple = False, rpb: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+         dropout_p: float = 0.0) -> torch.Tensor:
+    """2-D neighborhood attention (NATTEN ``na2d`` semantics, plus NAT's relative positional bias).
+
+    Args:
+        q, k: ``[B, H, W, heads, head_dim]``; v: ``[B, H, W, heads, head_dim_v]``.
+        kernel_size: odd int >= 3 or a per-axis pair; dilation: int >= 1 or a pair, with
+            ``kernel_size * dilation <= (H, W)``.
+        is_causal: bool or per-axis pair.
+        rpb: optional ``[heads, 2k_h-1, 2k_w-1]`` table indexed by ``key - query + k - 1``.
+        scale: logit scale, default ``head_dim ** -0.5``.
+        dropout_p: attention dropout (only meaningful in training).
+    Returns:
+        ``[B, H, W, heads, head_dim_v]``.
+    """
+    return _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scale, dropout_p, 2, 'na2d')
+
+
+def na3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: IntOrTuple, dilation: IntOrTuple = 1,
+         is_causal: BoolOrTuple = False, rpb: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+         dropout_p: float = 0.0) -> torch.Tensor:
+    """3-D neighborhood attention on ``[B, X, Y, Z, heads, head_dim]``; arguments as ``na2d`` with
+    per-axis triples and ``rpb`` of shape ``[heads, 2k_x-1, 2k_y-1, 2k_z-1]``."""
+    return _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scale, dropout_p, 3, 'na3d')
+
+
+# ---------------------------------------------------------------------------------------------
+# Module
+# ---------------------------------------------------------------------------------------------
+
+class NeighborhoodAttention2D(nn.Module):
+    """Multi-head 2-D neighborhood attention layer with the parameter names of the NAT/DiNAT weights.
+
+    Owns ``qkv`` (Linear C -> 3C), ``rpb`` (``[heads, 2k-1, 2k-1]``, when ``rel_pos_bias``) and
+    ``proj``. Maps smaller than ``kernel_size * dilation`` are zero-padded right/bottom before
+    ``qkv`` and cropped before ``proj`` (NATTEN <= 0.15 behaviour, which the released weights
+    expect: padded tokens carry the qkv bias and are not masked).
+
+    Input and output: ``[B, H, W, C]`` (channels-last).
+    """
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: IntOrTuple, dilation: IntOrTuple = 1,
+                 is_causal: BoolOrTuple = False, qkv_bias: bool = True, rel_pos_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        self.kernel_size, self.dilation, self.is_causal = _check_kernel_dilation(kernel_size, dilation, is_causal, 2)
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
+        if rel_pos_bias:
+            self.rpb = nn.Parameter(torch.empty(num_heads, 2 * self.kernel_size[0] - 1,
+                                                2 * self.kernel_size[1] - 1, **dd))
+        else:
+            self.register_parameter('rpb', None)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.rpb is not None:
+            nn.init.trunc_normal_(self.rpb, std=.02, a=-2., b=2.)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``[B, H, W, C]`` -> ``[B, H, W, C]``."""
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(f'NeighborhoodAttention2D expects [B, H, W, C={self.dim}] (channels-last), '
+                             f'got shape {tuple(x.shape)}')
+        B, H, W, C = x.shape
+        pad_h = max(0, self.kernel_size[0] * self.dilation[0] - H)
+        pad_w = max(0, self.kernel_size[1] * self.dilation[1] - W)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        Hp, Wp = H + pad_h, W + pad_w
+        q, k, v = self.qkv(x).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
+        x = na2d(q, k, v, self.kernel_size, self.dilation, self.is_causal, rpb=self.rpb, scale=self.scale,
+                 dropout_p=self.attn_drop if self.training else 0.0)
+        x = x.reshape(B, Hp, Wp, C)
+        if pad_h or pad_w:
+            x = x[:, :H, :W]
+        return self.proj_drop(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return (f'dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, '
+                f'dilation={self.dilation}, is_causal={self.is_causal}, rel_pos_bias={self.rpb is not None}')
