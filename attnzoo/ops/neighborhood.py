@@ -17,7 +17,7 @@ Tensor layout is NATTEN's heads-last layout: ``[B, *spatial, heads, head_dim]``.
 """
 import functools
 import math
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -116,48 +116,6 @@ def _axis_mask(qi: torch.Tensor, kj: torch.Tensor, length: int, kernel: int, cau
 def _axis_rel(qi: torch.Tensor, kj: torch.Tensor, kernel: int) -> torch.Tensor:
     """RPB table index ``key - query + k - 1``, clamped into the table for masked-out pairs."""
     return (kj - qi + kernel - 1).clamp(0, 2 * kernel - 2)
-
-
-@functools.lru_cache(maxsize=256)
-def _axis_tiles(length: int, kernel: int, causal: bool, tile: int, device: torch.device):
-    """Split one axis into query tiles of ``tile`` tokens and the key range ("halo") each needs.
-
-    Returns ``(q_pos [nT*T] or None, k_pos [nT*R] or None, mask [nT, T, R], rel [nT, T, R])``:
-    query positions (the last tile repeats position ``L-1`` as padding), the ``R = min(T+k-1, L)``
-    key positions of each tile (None where the positions are just ``0..L-1``), which keys each
-    query sees, and the RPB index of each pair.
-    """
-    num_tiles = -(-length // tile)
-    region = min(tile + kernel - 1, length)
-    t = torch.arange(num_tiles, device=device)
-    q_pos = (t[:, None] * tile + torch.arange(tile, device=device)).clamp(max=length - 1)
-    first = t * tile
-    if causal:
-        region_start = (first - kernel + 1).clamp(0, length - region)
-    else:
-        region_start = (first - kernel // 2).clamp(0, length - kernel).clamp(max=length - region)
-    k_pos = region_start[:, None] + torch.arange(region, device=device)
-    mask = _axis_mask(q_pos[:, :, None], k_pos[:, None, :], length, kernel, causal)
-    rel = _axis_rel(q_pos[:, :, None], k_pos[:, None, :], kernel)
-    q_pos = None if num_tiles * tile == length else q_pos.flatten()
-    k_pos = None if num_tiles * region == length else k_pos.flatten()
-    return q_pos, k_pos, mask, rel
-
-
-def _tile_size(length: int, kernel: int) -> int:
-    """Query tile length: about ``kernel`` tokens, balanced so the last tile is not mostly padding."""
-    num_tiles = max(1, -(-length // kernel))
-    return -(-length // num_tiles)
-
-
-def _outer(tables: Sequence[torch.Tensor], n: int) -> List[torch.Tensor]:
-    """View per-axis ``[nT_a, T_a, R_a]`` tables so they broadcast to ``[nT.., T.., R..]``."""
-    views = []
-    for a, table in enumerate(tables):
-        shape = [1] * (3 * n)
-        shape[a], shape[n + a], shape[2 * n + a] = table.shape
-        views.append(table.reshape(shape))
-    return views
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +244,7 @@ def _na_full(q, k, v, kernel, rpb, scale, dropout_p):
     """Plain attention over all tokens (valid when every axis length equals the kernel size)."""
     n = len(kernel)
     B, *spatial, heads, _ = q.shape
-    bias = None if rpb is None else _full_bias(rpb, kernel).to(q.dtype)
+    bias = None if rpb is None else _full_bias(rpb, kernel).to(q.dtype)[None]  # 4-D: SDPA's fused path
     out = F.scaled_dot_product_attention(
         q.flatten(1, n).transpose(1, 2), k.flatten(1, n).transpose(1, 2), v.flatten(1, n).transpose(1, 2),
         attn_mask=bias, dropout_p=dropout_p, scale=scale)
@@ -297,66 +255,119 @@ def _na_full(q, k, v, kernel, rpb, scale, dropout_p):
 # torch backend: query tiles attend to their key halo through SDPA (memory O(N*k^2))
 # ---------------------------------------------------------------------------------------------
 
-def _tile_bias(spatial, kernel, causal, tiles, rpb, heads, dtype, device):
-    """Additive mask ``[nT*heads, T.., R..]`` (``-inf`` outside each query's window, RPB inside),
-    or a boolean mask when there is no RPB."""
-    n = len(kernel)
-    geo = [_axis_tiles(length, ks, c, t, device) for length, ks, c, t in zip(spatial, kernel, causal, tiles)]
-    masks = _outer([g[2] for g in geo], n)
-    mask = masks[0]
-    for m in masks[1:]:
-        mask = mask & m
-    num_tiles = math.prod(mask.shape[:n])
-    tt, rr = math.prod(mask.shape[n:2 * n]), math.prod(mask.shape[2 * n:])
-    mask = mask.reshape(num_tiles, 1, tt, rr)
-    if rpb is None:
-        return geo, mask.expand(num_tiles, heads, tt, rr).reshape(num_tiles * heads, tt, rr)
-    bias = rpb.to(dtype)[(slice(None), *_outer([g[3] for g in geo], n))]  # [heads, nT.., T.., R..]
-    bias = bias.reshape(heads, num_tiles, tt, rr).transpose(0, 1)
-    bias = bias.masked_fill(~mask, float('-inf'))
-    return geo, bias.reshape(num_tiles * heads, tt, rr)
+def _tile_size(length: int, kernel: int) -> int:
+    """Query tile length: about ``kernel`` tokens, balanced so the last tile is not mostly padding."""
+    num_tiles = -(-length // kernel)
+    return -(-length // num_tiles)
 
 
-def _tile_tokens(x: torch.Tensor, positions: Sequence[Optional[torch.Tensor]], sizes: Sequence[Tuple[int, int]]):
-    """Gather ``x [B, *S, h, D]`` at per-axis positions (None: all, in order) and arrange the
-    tiles as ``[B, nT*h, prod(tile sizes), D]``; ``sizes`` holds ``(num_tiles, tile_len)`` per axis."""
-    n = len(sizes)
-    for a, pos in enumerate(positions):
-        if pos is not None:
-            x = x.index_select(a + 1, pos)
-    B, heads, dim = x.shape[0], x.shape[-2], x.shape[-1]
-    x = x.reshape(B, *[s for pair in sizes for s in pair], heads, dim)
-    perm = [0] + [1 + 2 * a for a in range(n)] + [1 + 2 * n] + [2 + 2 * a for a in range(n)] + [2 + 2 * n]
-    x = x.permute(perm)
-    num_tiles = math.prod(p[0] for p in sizes)
-    return x.reshape(B, num_tiles * heads, math.prod(p[1] for p in sizes), dim)
+def _axis_tiles(length: int, kernel: int, causal: bool, device: torch.device):
+    """Split one axis into query tiles and the key range ("halo") each tile needs.
+
+    Returns ``(q_pos [nT, T], k_pos [nT, R], mask [nT, T, R], rel [nT, T, R])``: the query
+    positions of each tile (the last tile repeats ``L-1`` as padding), the ``R = min(T+k-1, L)``
+    key positions of each tile, which keys each query sees, and the RPB index of each pair.
+    """
+    tile = _tile_size(length, kernel)
+    num_tiles = -(-length // tile)
+    region = min(tile + kernel - 1, length)
+    t = torch.arange(num_tiles, device=device)
+    q_pos = (t[:, None] * tile + torch.arange(tile, device=device)).clamp(max=length - 1)
+    first = t * tile
+    if causal:
+        region_start = (first - kernel + 1).clamp(0, length - region)
+    else:
+        region_start = (first - kernel // 2).clamp(0, length - kernel).clamp(max=length - region)
+    k_pos = region_start[:, None] + torch.arange(region, device=device)
+    mask = _axis_mask(q_pos[:, :, None], k_pos[:, None, :], length, kernel, causal)
+    rel = _axis_rel(q_pos[:, :, None], k_pos[:, None, :], kernel)
+    return q_pos, k_pos, mask, rel
+
+
+def _outer(tables: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """View per-axis tables of shape ``[a0, a1, ..]`` so that they broadcast to
+    ``[a0 of every axis.., a1 of every axis.., ..]`` (axis-minor, e.g. ``[nT1, nT2, T1, T2]``)."""
+    n, ndim = len(tables), tables[0].dim()
+    views = []
+    for a, table in enumerate(tables):
+        shape = [1] * (n * ndim)
+        for j, size in enumerate(table.shape):
+            shape[j * n + a] = size
+        views.append(table.reshape(shape))
+    return views
+
+
+def _ravel(parts: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
+    """Flat row-major index of broadcastable per-axis coordinates ``parts`` in a grid of ``sizes``."""
+    index = parts[0]
+    for part, size in zip(parts[1:], sizes[1:]):
+        index = index * size + part
+    return index
+
+
+class _TilePlan(NamedTuple):
+    """Everything static about one tiled NA call; cached per (shape, kernel, causal, device)."""
+    q_index: torch.Tensor     # [nT*TT] flat token index of each query slot, tile-major
+    k_index: torch.Tensor     # [nT*RR] flat token index of each halo key, tile-major
+    out_index: torch.Tensor   # [N] slot of each token in the tiled output
+    mask: torch.Tensor        # [nT, TT, RR] bool: key inside the query's window
+    bias_index: torch.Tensor  # [nT, TT, RR] flat RPB index; prod(2k-1) (a -inf slot) when masked
+    num_tiles: int
+    tile_tokens: int
+    halo_tokens: int
+
+
+@functools.lru_cache(maxsize=256)
+def _tile_plan(spatial: tuple, kernel: tuple, causal: tuple, device: torch.device) -> _TilePlan:
+    geo = [_axis_tiles(length, ks, c, device) for length, ks, c in zip(spatial, kernel, causal)]
+    q_pos, k_pos, masks, rels = zip(*geo)
+    num_tiles = [p.shape[0] for p in q_pos]
+    tiles = [p.shape[1] for p in q_pos]
+    regions = [p.shape[1] for p in k_pos]
+    q_index = _ravel(_outer(q_pos), spatial).flatten()
+    k_index = _ravel(_outer(k_pos), spatial).flatten()
+    mask = functools.reduce(torch.logical_and, _outer(masks))
+    rel_flat = _ravel(_outer(rels), [2 * ks - 1 for ks in kernel])
+    bias_index = rel_flat.masked_fill(~mask, math.prod(2 * ks - 1 for ks in kernel))
+    # Slot of token p in the [nT.., T..] query layout: tile p // T and offset p % T per axis.
+    coords = [torch.arange(length, device=device) for length in spatial]
+    tile_of = _interleave_1d([c // t for c, t in zip(coords, tiles)])
+    offset_of = _interleave_1d([c % t for c, t in zip(coords, tiles)])
+    out_index = _ravel(list(tile_of) + list(offset_of), num_tiles + tiles).flatten()
+    nt, tt, rr = math.prod(num_tiles), math.prod(tiles), math.prod(regions)
+    return _TilePlan(q_index, k_index, out_index, mask.reshape(nt, tt, rr), bias_index.reshape(nt, tt, rr),
+                     nt, tt, rr)
+
+
+def _interleave_1d(values: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Per-axis ``[L_a]`` vectors viewed to broadcast over ``[L1, L2, ..]``."""
+    n = len(values)
+    return [v.reshape([-1 if i == a else 1 for i in range(n)]) for a, v in enumerate(values)]
 
 
 def _na_tiled(q, k, v, kernel, causal, rpb, scale, dropout_p):
-    """Undilated NA: each tile of ~k^n queries attends to its (T+k-1)^n key halo via SDPA."""
+    """Undilated NA: each tile of ~k^n queries attends to its (T+k-1)^n key halo through SDPA."""
     n = len(kernel)
     B, *spatial, heads, _ = q.shape
     if _is_full_attention(spatial, kernel, causal):
         return _na_full(q, k, v, kernel, rpb, scale, dropout_p)
-    tiles = [_tile_size(length, ks) for length, ks in zip(spatial, kernel)]
-    geo, mask = _tile_bias(spatial, kernel, causal, tiles, rpb, heads, q.dtype, q.device)
-    q_sizes = [(g[2].shape[0], g[2].shape[1]) for g in geo]
-    k_sizes = [(g[2].shape[0], g[2].shape[2]) for g in geo]
-    qt = _tile_tokens(q, [g[0] for g in geo], q_sizes)
-    kt = _tile_tokens(k, [g[1] for g in geo], k_sizes)
-    vt = _tile_tokens(v, [g[1] for g in geo], k_sizes)
-    out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-    # [B, nT*h, T.., Dv] -> [B, nT1, T1, .., h, Dv] -> crop the padded tail of every axis.
-    dv = v.shape[-1]
-    out = out.reshape(B, *[p[0] for p in q_sizes], heads, *[p[1] for p in q_sizes], dv)
-    perm = [0]
-    for a in range(n):
-        perm += [1 + a, 2 + n + a]
-    perm += [1 + n, 2 + 2 * n]
-    out = out.permute(perm).reshape(B, *[p[0] * p[1] for p in q_sizes], heads, dv)
-    for a, length in enumerate(spatial):
-        out = out.narrow(a + 1, 0, length)
-    return out
+    plan = _tile_plan(tuple(spatial), kernel, causal, q.device)
+    nt, tt, rr = plan.num_tiles, plan.tile_tokens, plan.halo_tokens
+
+    def tiles(x, index, tokens):  # [B, *S, h, D] -> [B, h*nT, tokens, D]
+        rows = x.flatten(1, n).transpose(1, 2).reshape(B * heads, -1, x.shape[-1])  # contiguous rows
+        return rows.index_select(1, index).view(B, heads * nt, tokens, x.shape[-1])
+
+    if rpb is None:
+        mask = plan.mask[None].expand(heads, nt, tt, rr).reshape(1, heads * nt, tt, rr)
+    else:
+        table = torch.cat([rpb.reshape(heads, -1).to(q.dtype), rpb.new_full((heads, 1), float('-inf'), dtype=q.dtype)], 1)
+        mask = table[:, plan.bias_index].view(1, heads * nt, tt, rr)
+    out = F.scaled_dot_product_attention(tiles(q, plan.q_index, tt), tiles(k, plan.k_index, rr),
+                                         tiles(v, plan.k_index, rr), attn_mask=mask, dropout_p=dropout_p,
+                                         scale=scale)
+    out = out.view(B * heads, nt * tt, -1).index_select(1, plan.out_index)  # [B*h, N, Dv]
+    return out.view(B, heads, -1, v.shape[-1]).transpose(1, 2).reshape(B, *spatial, heads, v.shape[-1])
 
 
 # ---------------------------------------------------------------------------------------------
