@@ -1,1 +1,2 @@
 """attnzoo model families (importing this registers them with timm)."""
+from .nat import NAT, NATIsotropic  # noqa: F401  (registers nat_*, dinat_*, dinat_s_*, *_isotropic_*)
