@@ -138,12 +138,13 @@ def _na_reference(q, k, v, kernel, dil, causal, rpb, scale, dropout_p):
     mask = masks[0]
     for m in masks[1:]:
         mask = (mask[:, None, :, None] & m[None, :, None, :]).flatten(0, 1).flatten(1, 2)
-    qf = q.flatten(1, n).transpose(1, 2).float()  # [B, heads, N, D]
-    kf = k.flatten(1, n).transpose(1, 2).float()
-    vf = v.flatten(1, n).transpose(1, 2).float()
+    compute = torch.promote_types(q.dtype, torch.float32)
+    qf = q.flatten(1, n).transpose(1, 2).to(compute)  # [B, heads, N, D]
+    kf = k.flatten(1, n).transpose(1, 2).to(compute)
+    vf = v.flatten(1, n).transpose(1, 2).to(compute)
     logits = (qf @ kf.transpose(-1, -2)) * scale
     if rpb is not None:
-        bias = rpb.float()[(slice(None), *_interleave(rels))]  # [heads, L1, L2.., L1, L2..]
+        bias = rpb.to(compute)[(slice(None), *_interleave(rels))]  # [heads, L1, L2.., L1, L2..]
         logits = logits + bias.reshape(heads, mask.shape[0], mask.shape[1])
     logits = logits.masked_fill(~mask, float('-inf'))
     attn = logits.softmax(-1)
@@ -237,7 +238,20 @@ def _full_bias(rpb: torch.Tensor, kernel: tuple) -> torch.Tensor:
         pos = torch.arange(ks, device=rpb.device)
         rels.append(_axis_rel(pos[:, None], pos[None, :], ks))
     size = math.prod(kernel)
-    return rpb[(slice(None), *_interleave(rels))].reshape(rpb.shape[0], size, size)
+    index = _ravel(_interleave(rels), [2 * ks - 1 for ks in kernel]).reshape(1, -1)
+    return rpb.reshape(rpb.shape[0], -1).gather(1, index.expand(rpb.shape[0], -1)).view(-1, size, size)
+
+
+def _attention(q, k, v, mask, dropout_p: float, scale: float) -> torch.Tensor:
+    """SDPA on ``[B, h, Nq, D]``; written out when a CUDA bias needs a gradient (PyTorch's fused
+    CUDA kernels reject a broadcast bias that requires grad: "LSE is not correctly aligned")."""
+    if q.is_cuda and mask is not None and mask.requires_grad:
+        logits = torch.matmul(q, k.transpose(-1, -2)).mul_(scale) + mask
+        attn = logits.softmax(-1)
+        if dropout_p:
+            attn = F.dropout(attn, dropout_p)
+        return torch.matmul(attn, v)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
 
 
 def _na_full(q, k, v, kernel, rpb, scale, dropout_p):
@@ -245,9 +259,8 @@ def _na_full(q, k, v, kernel, rpb, scale, dropout_p):
     n = len(kernel)
     B, *spatial, heads, _ = q.shape
     bias = None if rpb is None else _full_bias(rpb, kernel).to(q.dtype)[None]  # 4-D: SDPA's fused path
-    out = F.scaled_dot_product_attention(
-        q.flatten(1, n).transpose(1, 2), k.flatten(1, n).transpose(1, 2), v.flatten(1, n).transpose(1, 2),
-        attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    out = _attention(q.flatten(1, n).transpose(1, 2), k.flatten(1, n).transpose(1, 2),
+                     v.flatten(1, n).transpose(1, 2), bias, dropout_p, scale)
     return out.transpose(1, 2).reshape(B, *spatial, heads, v.shape[-1])
 
 
@@ -362,11 +375,11 @@ def _na_tiled(q, k, v, kernel, causal, rpb, scale, dropout_p):
         mask = plan.mask[None].expand(heads, nt, tt, rr).reshape(1, heads * nt, tt, rr)
     else:
         table = torch.cat([rpb.reshape(heads, -1).to(q.dtype), rpb.new_full((heads, 1), float('-inf'), dtype=q.dtype)], 1)
-        mask = table[:, plan.bias_index].view(1, heads * nt, tt, rr)
-    out = F.scaled_dot_product_attention(tiles(q, plan.q_index, tt), tiles(k, plan.k_index, rr),
-                                         tiles(v, plan.k_index, rr), attn_mask=mask, dropout_p=dropout_p,
-                                         scale=scale)
-    out = out.view(B * heads, nt * tt, -1).index_select(1, plan.out_index)  # [B*h, N, Dv]
+        # gather (whose backward is a scatter-add) rather than indexing (a serialised index_put).
+        mask = table.gather(1, plan.bias_index.view(1, -1).expand(heads, -1)).view(1, heads * nt, tt, rr)
+    out = _attention(tiles(q, plan.q_index, tt), tiles(k, plan.k_index, rr), tiles(v, plan.k_index, rr),
+                     mask, dropout_p, scale)
+    out = out.reshape(B * heads, nt * tt, -1).index_select(1, plan.out_index)  # [B*h, N, Dv]
     return out.view(B, heads, -1, v.shape[-1]).transpose(1, 2).reshape(B, *spatial, heads, v.shape[-1])
 
 
@@ -383,9 +396,19 @@ def flex_available() -> bool:
     return torch.cuda.is_available()
 
 
+# One compiled flex_attention serves every layer; each (shape, kernel, causal, rpb?, grad mode,
+# dtype) is one specialisation. A DiNAT needs a handful, but a benchmark or a mixed
+# train/eval run passes dynamo's default limit of 8, after which flex would silently fall back
+# to its unfused O(N^2) path: raise the limit once.
+_FLEX_RECOMPILE_LIMIT = 64
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled_flex_attention():
     from torch.nn.attention.flex_attention import flex_attention
+    config = torch._dynamo.config
+    name = 'recompile_limit' if hasattr(config, 'recompile_limit') else 'cache_size_limit'
+    setattr(config, name, max(getattr(config, name), _FLEX_RECOMPILE_LIMIT))
     return torch.compile(flex_attention, dynamic=False)
 
 
@@ -477,7 +500,10 @@ def _select_backend(q: torch.Tensor, rpb, dropout_p: float, op: str) -> str:
         if q.is_cuda:
             if natten_available() and rpb is None and dropout_p == 0:
                 return 'natten'
-            if flex_available() and dropout_p == 0:
+            # flex accumulates the RPB gradient with contended atomics (20-40x slower backward):
+            # a trainable bias goes to the tiled path, whose gather backward is a scatter-add.
+            rpb_needs_grad = rpb is not None and rpb.requires_grad and torch.is_grad_enabled()
+            if flex_available() and dropout_p == 0 and not rpb_needs_grad:
                 return 'flex'
         return 'torch'
     if requested == 'flex':
