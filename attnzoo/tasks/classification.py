@@ -1,0 +1,478 @@
+"""Image classification on mmengine's Runner, built from timm's factories.
+
+Everything registered here lives in mmengine's root registries, so a config names it by ``type``:
+
+* ``MODELS``: :class:`TimmClassifier` -- ``timm.create_model(model_name, **model_kwargs)`` with
+  timm ``Mixup``/CutMix + label smoothing and ``SoftTargetCrossEntropy`` in training, softmax
+  scores in val/test.
+* ``DATASETS``: :class:`ImageNetFolder` -- ``root/<split>/<class>/<image>`` through
+  ``timm.data.create_dataset`` (ImageFolder reader) and ``timm.data.create_transform``
+  (RandAugment, RandomErasing, ...), with input size / mean / std / interpolation / crop_pct
+  taken from the model's ``pretrained_cfg``.
+* ``METRICS``: :class:`ClsAccuracy` -- top-1 / top-5, correct under DDP (mmengine collects
+  per-sample results across ranks and drops the sampler's padding).
+* ``OPTIM_WRAPPER_CONSTRUCTORS``: :class:`TimmOptimWrapperConstructor` -- the optimizer comes
+  from ``timm.optim.create_optimizer_v2`` (so ``no_weight_decay()``, 1-d params without decay
+  and ``layer_decay`` via ``group_matcher()`` behave as in timm's ``train.py``).
+* ``OPTIM_WRAPPERS``: :class:`AutoAmpOptimWrapper` -- mmengine's ``AmpOptimWrapper`` that also
+  runs on CPU (bfloat16 autocast, no loss scaler); fp16 + dynamic loss scaling on CUDA.
+* ``HOOKS``: :class:`ClsSummaryHook` -- prints ``Final: top1=.. top5=.. epochs=.. time=..``.
+
+``write_digits_imagefolder`` writes scikit-learn's handwritten digits as an ImageNet-style
+folder; ``ImageNetFolder(prepare='sklearn_digits')`` calls it when the folder is missing.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import os.path as osp
+import shutil
+import time
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+from mmengine.dist import barrier, get_rank, is_main_process
+from mmengine.evaluator import BaseMetric
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS,
+                               OPTIM_WRAPPERS)
+from timm.data import Mixup, create_dataset, create_transform, resolve_data_config
+from timm.data.mixup import mixup_target
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+
+__all__ = [
+    'TimmClassifier', 'ImageNetFolder', 'ClsAccuracy', 'TimmOptimWrapperConstructor',
+    'AutoAmpOptimWrapper', 'ClsSummaryHook', 'write_digits_imagefolder', 'format_summary',
+]
+
+
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+@MODELS.register_module()
+class TimmClassifier(BaseModel):
+    """A timm classifier as an mmengine model.
+
+    Args:
+        model_name: any ``timm.list_models()`` name (``import attnzoo`` adds the zoo's).
+        num_classes: classifier size.
+        model_kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``pretrained``,
+            ``pretrained_cfg_overlay=dict(file=...)``, architecture overrides, ...).
+        mixup: kwargs of ``timm.data.Mixup`` (``mixup_alpha``, ``cutmix_alpha``, ``cutmix_minmax``,
+            ``prob``, ``switch_prob``, ``mode``); ``None`` or all alphas 0 disables it.
+        smoothing: label smoothing (inside the mixup targets when mixup is on, else
+            ``LabelSmoothingCrossEntropy``), as timm's ``train.py`` does.
+        data_preprocessor: mmengine data preprocessor (default: device cast only; normalisation
+            is part of the timm transform).
+
+    ``forward(inputs, data_samples, mode)``: ``inputs`` is a float batch ``[B, C, H, W]``,
+    ``data_samples`` the int64 labels ``[B]``. ``mode='loss'`` returns ``{'loss': ...}``,
+    ``'predict'`` a list of ``dict(pred_score, pred_label[, gt_label])``, ``'tensor'`` the logits.
+    """
+
+    def __init__(self, model_name: str, num_classes: int = 1000, model_kwargs: Optional[dict] = None,
+                 mixup: Optional[dict] = None, smoothing: float = 0.1,
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f'smoothing must be in [0, 1), got {smoothing!r}')
+        if not timm.is_model(model_name.split('.')[0]):
+            import difflib
+            close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
+            raise ValueError(f'model_name={model_name!r} is not a registered timm model '
+                             f'(did you `import attnzoo`?); close matches: {close}')
+        self.model_name = model_name
+        self.num_classes = num_classes
+        self.smoothing = smoothing
+        self.model = timm.create_model(model_name, num_classes=num_classes, **(model_kwargs or {}))
+
+        mixup = dict(mixup or {})
+        active = (mixup.get('mixup_alpha', 0.) > 0 or mixup.get('cutmix_alpha', 0.) > 0
+                  or mixup.get('cutmix_minmax') is not None) and mixup.get('prob', 1.0) > 0
+        self.mixup_fn = Mixup(label_smoothing=smoothing, num_classes=num_classes, **mixup) if active else None
+        if self.mixup_fn is not None:
+            self.train_loss = SoftTargetCrossEntropy()
+        elif smoothing > 0:
+            self.train_loss = LabelSmoothingCrossEntropy(smoothing=smoothing)
+        else:
+            self.train_loss = nn.CrossEntropyLoss()
+
+    def init_weights(self):
+        # timm models initialise (or load pretrained weights) in their constructor; mmengine's
+        # default would call ``init_weights`` of children and re-initialise e.g. a ViT.
+        pass
+
+    # timm's optimizer factory and layer-decay helpers look these up on the module they get
+    def no_weight_decay(self):
+        fn = getattr(self.model, 'no_weight_decay', None)
+        return {f'model.{n}' for n in fn()} if fn is not None else set()
+
+    def forward(self, inputs: torch.Tensor, data_samples: Optional[torch.Tensor] = None,
+                mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self.model(inputs)
+        raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
+
+    def loss(self, inputs: torch.Tensor, data_samples: torch.Tensor) -> Dict[str, torch.Tensor]:
+        target = data_samples
+        if self.mixup_fn is not None:
+            if len(inputs) % 2 == 0:
+                inputs, target = self.mixup_fn(inputs, target)
+            else:  # timm's Mixup needs an even batch; keep the soft, smoothed targets
+                target = mixup_target(target, self.num_classes, smoothing=self.smoothing)
+        logits = self.model(inputs)
+        return dict(loss=self.train_loss(logits.float(), target))
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor, data_samples: Optional[torch.Tensor] = None) -> List[dict]:
+        scores = self.model(inputs).float().softmax(dim=-1)
+        labels = scores.argmax(dim=-1)
+        out = []
+        for i in range(len(scores)):
+            item = dict(pred_score=scores[i], pred_label=int(labels[i]))
+            if data_samples is not None:
+                item['gt_label'] = int(data_samples[i])
+            out.append(item)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def _natural_key(s: str):
+    import re
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r'(\d+)', s)]
+
+
+def write_digits_imagefolder(root: str, size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> str:
+    """Write scikit-learn's 1,797 handwritten digits as ``root/{train,val}/<digit>/<idx>.png``.
+
+    Each 8x8 image (values 0..16) is scaled to 0..255 and resized to ``size`` px (bicubic),
+    stored as grayscale PNG. The split is stratified and deterministic: per class, a
+    ``seed``-fixed permutation puts ``round(n * val_fraction)`` images into ``val``.
+    The folder is written under a temporary name and renamed, so a half-written tree is never
+    mistaken for a complete one. Returns ``root``.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f'val_fraction must be in (0, 1), got {val_fraction}')
+    if size < 8:
+        raise ValueError(f'size must be >= 8 px, got {size}')
+    digits = load_digits()
+    images = (digits.images / 16.0 * 255.0).round().clip(0, 255).astype(np.uint8)
+    targets = digits.target
+    rng = np.random.RandomState(seed)
+    split_of = np.empty(len(targets), dtype=object)
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_val = int(round(len(idx) * val_fraction))
+        split_of[idx[:n_val]] = 'val'
+        split_of[idx[n_val:]] = 'train'
+
+    root = osp.abspath(root)
+    tmp = f'{root}.tmp-{os.getpid()}'
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split in ('train', 'val'):
+        for c in range(10):
+            os.makedirs(osp.join(tmp, split, str(c)), exist_ok=True)
+    for i, (img, c, split) in enumerate(zip(images, targets, split_of)):
+        pil = Image.fromarray(img, mode='L').resize((size, size), Image.BICUBIC)
+        pil.save(osp.join(tmp, split, str(int(c)), f'{i:04d}.png'))
+    os.makedirs(osp.dirname(root) or '.', exist_ok=True)
+    if osp.exists(root):  # someone else finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, root)
+    return root
+
+
+_PREPARERS = {'sklearn_digits': write_digits_imagefolder}
+
+
+def _prepare(data_root: str, prepare: Union[str, dict]) -> None:
+    """Write the dataset ``prepare`` names into ``data_root`` if it is not there (rank 0 writes)."""
+    cfg = dict(type=prepare) if isinstance(prepare, str) else dict(prepare)
+    kind = cfg.pop('type')
+    if kind not in _PREPARERS:
+        raise ValueError(f'prepare={kind!r} is unknown; valid: {sorted(_PREPARERS)}')
+    if is_main_process() and not osp.isdir(osp.join(data_root, 'train')):
+        _PREPARERS[kind](data_root, **cfg)
+    barrier()
+
+
+def _model_pretrained_cfg(model_name: Optional[str]) -> dict:
+    if not model_name:
+        return {}
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    return cfg.to_dict() if cfg is not None else {}
+
+
+@DATASETS.register_module()
+class ImageNetFolder(torch.utils.data.Dataset):
+    """ImageNet-style folder ``data_root/<split>/<class>/<image>`` with timm transforms.
+
+    Args:
+        data_root: folder holding the split folders.
+        split: ``'train'`` / ``'val'`` (timm's split synonyms such as ``validation`` also resolve).
+        is_training: random (training) transform; default ``split == 'train'``.
+        model_name: timm model whose ``pretrained_cfg`` supplies input_size, mean, std,
+            interpolation, crop_pct, crop_mode (what ``resolve_model_data_config`` reads).
+        data_config: overrides of those keys (``input_size``, ``img_size``, ``mean``, ...).
+        transform: further ``timm.data.create_transform`` kwargs (``auto_augment``, ``re_prob``,
+            ``re_mode``, ``scale``, ``hflip``, ``color_jitter``, ``interpolation`` for training...).
+            They win over ``data_config``.
+        class_split: split whose sub-folders define the class list (so train and val agree
+            even when a val class folder is missing).
+        prepare: ``'sklearn_digits'`` (or ``dict(type='sklearn_digits', size=32, ...)``) writes
+            that dataset into ``data_root`` first when ``data_root/train`` does not exist.
+
+    Items are ``dict(inputs=CxHxW float tensor, data_samples=int label)``; use
+    ``collate_fn=dict(type='default_collate')``.
+    """
+
+    def __init__(self, data_root: str, split: str = 'train', is_training: Optional[bool] = None,
+                 model_name: Optional[str] = None, data_config: Optional[dict] = None,
+                 transform: Optional[dict] = None, class_split: str = 'train',
+                 prepare: Union[None, str, dict] = None, input_img_mode: str = 'RGB'):
+        if prepare:
+            _prepare(data_root, prepare)
+        if not osp.isdir(data_root):
+            raise FileNotFoundError(
+                f'data_root={data_root!r} does not exist; expected an ImageNet-style folder '
+                f'{data_root}/{{train,val}}/<class>/<image>')
+        self.data_root = data_root
+        self.split = split
+        self.is_training = (split == 'train') if is_training is None else bool(is_training)
+
+        class_dir = osp.join(data_root, class_split)
+        if not osp.isdir(class_dir):
+            class_dir = osp.join(data_root, split)
+        if not osp.isdir(class_dir):
+            raise FileNotFoundError(f'no {class_split!r} or {split!r} folder under data_root={data_root!r}')
+        classes = sorted((d for d in os.listdir(class_dir) if osp.isdir(osp.join(class_dir, d))),
+                         key=_natural_key)
+        if not classes:
+            raise FileNotFoundError(f'{class_dir!r} has no class sub-folders')
+        self.class_to_idx = {c: i for i, c in enumerate(classes)}
+
+        self.dataset = create_dataset('', root=data_root, split=split, is_training=self.is_training,
+                                      class_map=self.class_to_idx, input_img_mode=input_img_mode)
+        if len(self.dataset) == 0:
+            raise FileNotFoundError(f'no images found for split={split!r} under data_root={data_root!r}')
+
+        self.data_config = resolve_data_config(dict(data_config or {}),
+                                               pretrained_cfg=_model_pretrained_cfg(model_name))
+        tf_kwargs = {k: self.data_config[k] for k in
+                     ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
+                     if k in self.data_config}
+        tf_kwargs.update(transform or {})
+        self.transform = create_transform(is_training=self.is_training, **tf_kwargs)
+        self.dataset.transform = self.transform
+        self.metainfo = dict(classes=tuple(classes))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        img, target = self.dataset[index]
+        return dict(inputs=img, data_samples=int(target))
+
+
+# --------------------------------------------------------------------------------------------
+# metric
+# --------------------------------------------------------------------------------------------
+@METRICS.register_module()
+class ClsAccuracy(BaseMetric):
+    """Top-k accuracy in percent (keys ``top1``, ``top5`` under the ``accuracy/`` prefix).
+
+    ``k`` larger than the number of classes counts as always correct, like ``timm.utils.accuracy``
+    would if it allowed it. Works distributed: mmengine gathers the per-sample flags of all ranks
+    and trims the sampler's padding before ``compute_metrics``.
+    """
+    default_prefix = 'accuracy'
+
+    def __init__(self, topk: Sequence[int] = (1, 5), collect_device: str = 'cpu',
+                 prefix: Optional[str] = None):
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.topk = tuple(int(k) for k in topk)
+        if not self.topk or min(self.topk) < 1:
+            raise ValueError(f'topk must be positive ints, got {topk!r}')
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        scores = torch.stack([s['pred_score'] for s in data_samples]).float()
+        gt = torch.as_tensor([int(s['gt_label']) for s in data_samples], device=scores.device)
+        maxk = min(max(self.topk), scores.shape[1])
+        top = scores.topk(maxk, dim=1).indices
+        hit = top.eq(gt[:, None])
+        for i in range(len(gt)):
+            self.results.append({k: bool(hit[i, :min(k, maxk)].any()) for k in self.topk})
+
+    def compute_metrics(self, results: list) -> dict:
+        n = max(len(results), 1)
+        return {f'top{k}': 100.0 * sum(r[k] for r in results) / n for k in self.topk}
+
+
+# --------------------------------------------------------------------------------------------
+# optimisation
+# --------------------------------------------------------------------------------------------
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class TimmOptimWrapperConstructor:
+    """Build the optimizer with ``timm.optim.create_optimizer_v2``.
+
+    Config::
+
+        optim_wrapper = dict(
+            type='AutoAmpOptimWrapper',             # or 'OptimWrapper' / 'AmpOptimWrapper'
+            constructor='TimmOptimWrapperConstructor',
+            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
+            paramwise_cfg=dict(layer_decay=0.75),   # any other create_optimizer_v2 kwarg too
+            clip_grad=dict(max_norm=5.0))
+
+    ``optimizer.type`` (or ``opt``) is a timm optimizer name (case-insensitive: ``adamw``, ``lamb``,
+    ``sgd``...). The optimizer is built on the timm network inside a :class:`TimmClassifier` (any
+    model whose ``.model`` owns all parameters), so ``no_weight_decay()`` and ``group_matcher()``
+    are the network's own. timm keeps layer-decay factors as ``lr_scale`` in each param group and
+    applies them in its own schedulers; mmengine's schedulers do not know that key, so the scale
+    is folded into the group's ``lr`` here (mmengine's schedulers then scale each group's
+    initial lr, which keeps the ratio).
+    """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
+        self.optim_wrapper_cfg = copy.deepcopy(dict(optim_wrapper_cfg))
+        if 'optimizer' not in self.optim_wrapper_cfg:
+            raise ValueError('optim_wrapper needs an `optimizer` dict, e.g. dict(type="AdamW", lr=1e-3)')
+        self.optimizer_cfg = dict(self.optim_wrapper_cfg.pop('optimizer'))
+        self.paramwise_cfg = dict(paramwise_cfg or {})
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        if hasattr(model, 'module'):  # DDP / other wrappers
+            model = model.module
+        inner = getattr(model, 'model', None)
+        if isinstance(inner, nn.Module) and \
+                {id(p) for p in inner.parameters()} == {id(p) for p in model.parameters()}:
+            model = inner
+        opt_cfg = dict(self.optimizer_cfg)
+        opt = opt_cfg.pop('opt', None) or opt_cfg.pop('type', None)
+        opt_cfg.pop('type', None)
+        if not isinstance(opt, str):
+            raise ValueError(f'optimizer.type must be a timm optimizer name, got {opt!r}')
+        if 'betas' in opt_cfg:
+            opt_cfg['betas'] = tuple(opt_cfg['betas'])
+        optimizer = create_optimizer_v2(model, opt=opt.lower(), **opt_cfg, **self.paramwise_cfg)
+        for group in optimizer.param_groups:
+            scale = group.get('lr_scale')
+            if scale is not None and not group.get('_lr_scale_applied', False):
+                group['lr'] = group['lr'] * scale
+                group['_lr_scale_applied'] = True
+        wrapper_cfg = dict(self.optim_wrapper_cfg)
+        wrapper_cfg.setdefault('type', 'OptimWrapper')
+        return OPTIM_WRAPPERS.build(wrapper_cfg, default_args=dict(optimizer=optimizer))
+
+
+@OPTIM_WRAPPERS.register_module()
+class AutoAmpOptimWrapper(AmpOptimWrapper):
+    """``AmpOptimWrapper`` that also works on CPU.
+
+    ``dtype=None`` picks float16 on CUDA (with a dynamic ``GradScaler``, as the papers' native AMP)
+    and bfloat16 on CPU (the only CPU autocast dtype; no loss scaling). ``dtype='bfloat16'`` on
+    CUDA also skips the scaler. mmengine's own ``AmpOptimWrapper`` refuses to start without an
+    accelerator; everything else (autocast context, clipping after unscale, state dict) is its.
+    """
+
+    def __init__(self, loss_scale: Union[str, float, dict] = 'dynamic',
+                 dtype: Union[None, str, torch.dtype] = None, **kwargs):
+        OptimWrapper.__init__(self, **kwargs)
+        cuda = torch.cuda.is_available()
+        if dtype is None:
+            dtype = torch.float16 if cuda else torch.bfloat16
+        if isinstance(dtype, str):
+            if dtype not in ('float16', 'bfloat16'):
+                raise ValueError(f"dtype must be 'float16', 'bfloat16' or None, got {dtype!r}")
+            dtype = getattr(torch, dtype)
+        if not cuda and dtype != torch.bfloat16:
+            raise ValueError(f'CPU autocast supports only bfloat16, got dtype={dtype}')
+        self.cast_dtype = dtype
+        self._scale_update_param = None
+        enabled = cuda and dtype == torch.float16
+        device = 'cuda' if cuda else 'cpu'
+        if loss_scale == 'dynamic':
+            self.loss_scaler = torch.amp.GradScaler(device, enabled=enabled)
+        elif isinstance(loss_scale, float):
+            self._scale_update_param = loss_scale
+            self.loss_scaler = torch.amp.GradScaler(device, init_scale=loss_scale, enabled=enabled)
+        elif isinstance(loss_scale, dict):
+            self.loss_scaler = torch.amp.GradScaler(device, enabled=enabled, **loss_scale)
+        else:
+            raise TypeError(f'loss_scale must be "dynamic", a float or a dict, got {loss_scale!r}')
+
+
+# --------------------------------------------------------------------------------------------
+# summary
+# --------------------------------------------------------------------------------------------
+def format_summary(metrics: Optional[dict], seconds: float, **extra) -> str:
+    """``Final: top1=.. top5=.. <extra k=v ...> time=..s`` from an evaluator's metric dict."""
+    metrics = metrics or {}
+
+    def pick(key):
+        for k, v in metrics.items():
+            if k == key or k.endswith('/' + key):
+                return f'{float(v):.2f}'
+        return 'n/a'
+
+    parts = [f'top1={pick("top1")}', f'top5={pick("top5")}']
+    parts += [f'{k}={v}' for k, v in extra.items()]
+    parts.append(f'time={seconds:.1f}s')
+    return 'Final: ' + ' '.join(parts)
+
+
+@HOOKS.register_module()
+class ClsSummaryHook(Hook):
+    """Log one summary line at the end of training (last val metrics, best top-1, epochs, wall
+    time) and of testing."""
+    priority = 'VERY_LOW'
+
+    def __init__(self):
+        self._t_train = self._t_test = None
+        self.last_metrics: Optional[dict] = None
+        self.best_top1: Optional[float] = None
+        self.summary: Optional[str] = None
+
+    def before_train(self, runner) -> None:
+        self._t_train = time.time()
+
+    def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        if metrics:
+            self.last_metrics = dict(metrics)
+            top1 = [v for k, v in metrics.items() if k.endswith('top1')]
+            if top1 and (self.best_top1 is None or top1[0] > self.best_top1):
+                self.best_top1 = float(top1[0])
+
+    def after_train(self, runner) -> None:
+        extra = dict(epochs=runner.epoch, iters=runner.iter)
+        if self.best_top1 is not None:
+            extra['best_top1'] = f'{self.best_top1:.2f}'
+        self.summary = format_summary(self.last_metrics, time.time() - (self._t_train or time.time()), **extra)
+        runner.logger.info(self.summary)
+
+    def before_test(self, runner) -> None:
+        self._t_test = time.time()
+
+    def after_test_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        n = len(runner.test_dataloader.dataset)
+        self.summary = format_summary(metrics, time.time() - (self._t_test or time.time()), samples=n)
+        runner.logger.info(self.summary)

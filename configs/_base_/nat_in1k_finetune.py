@@ -1,0 +1,16 @@
+# DiNAT-L / DiNAT_s-L ImageNet-22k -> 1k fine-tune recipe: 30 epochs, lr 5e-5, no mixup/cutmix
+# (label smoothing 0.1, RandAugment and RandomErasing stay: timm train.py defaults).
+# Start from the 22k weights: model_kwargs=dict(pretrained=True,
+# pretrained_cfg_overlay=dict(file='path/to/<model>_in22k.pth')) or `load_from`.
+_base_ = ['./default_runtime.py', './datasets/imagenet.py', './schedules/nat_finetune_30e.py']
+model = dict(
+    type='TimmClassifier',
+    model_name=None,
+    num_classes=1000,
+    model_kwargs=dict(drop_path_rate=0.35),
+    mixup=None,
+    smoothing=0.1,
+)
+train_dataloader = dict(batch_size=64)
+val_dataloader = dict(batch_size=64)
+test_dataloader = dict(batch_size=64)

@@ -1,0 +1,146 @@
+"""tools/train.py and tools/test.py end to end, as subprocesses, on a tiny synthetic ImageNet folder:
+train a few iterations, test a checkpoint, kill mid-epoch and --resume, 2-process gloo DDP via
+torchrun, and (slow) the digits demo to >= 90 % top-1."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / 'configs' / 'classification' / 'demo_digits.py'
+TRAIN = REPO / 'tools' / 'train.py'
+TEST = REPO / 'tools' / 'test.py'
+# 12 train images, batch 4 -> 3 iterations per epoch; 6 val images
+SMALL = ['train_dataloader.batch_size=4', 'val_dataloader.batch_size=4', 'test_dataloader.batch_size=4',
+         'default_hooks.logger.interval=1']
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp('inet')
+    rng = np.random.RandomState(0)
+    for split, n in (('train', 4), ('val', 2)):
+        for c in range(3):
+            d = root / split / f'n0000{c}'
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = (rng.rand(32, 32, 3) * 60 + c * 80).astype(np.uint8)  # class = brightness
+                Image.fromarray(arr).save(d / f'img{i}.JPEG')
+    return root
+
+
+def run(args, cwd, env_extra=None, timeout=300, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    env.update(env_extra or {})
+    env = {k: v for k, v in env.items() if v is not None}  # None: unset
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, timeout=timeout,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'exit {proc.returncode}\n{proc.stdout[-6000:]}')
+    return proc
+
+
+def final(out):
+    m = re.search(r'Final: top1=([\d.]+) top5=([\d.]+)(.*)', out)
+    assert m, out[-3000:]
+    return float(m.group(1)), float(m.group(2)), m.group(3)
+
+
+def test_train_then_test_checkpoint(folder, tmp_path):
+    wd = tmp_path / 'wd'
+    out = run([TRAIN, DEMO, '--work-dir', wd, '--data-root', folder, '--amp', 'bf16',
+               '--cfg-options', 'train_cfg.max_epochs=1', *SMALL], cwd=tmp_path).stdout
+    assert 'Epoch(train) [1][3/3]' in out
+    top1, top5, rest = final(out)
+    assert 0 <= top1 <= 100 and top5 == 100.0  # 3 classes: top-5 is always right
+    assert 'epochs=1 iters=3' in rest
+    assert (wd / 'epoch_1.pth').is_file() and (wd / 'last_checkpoint').is_file()
+
+    out = run([TEST, DEMO, wd / 'epoch_1.pth', '--work-dir', tmp_path / 'wd_test', '--data-root', folder,
+               '--cfg-options', 'test_dataloader.batch_size=4'], cwd=tmp_path).stdout
+    t1, _, rest = final(out)
+    assert t1 == pytest.approx(top1, abs=1e-6) and 'samples=6' in rest  # same weights, same val set
+
+    missing = run([TEST, DEMO, wd / 'nope.pth'], cwd=tmp_path, check=False)
+    assert missing.returncode != 0 and 'does not exist' in missing.stdout
+
+
+KILL_HOOK = '''
+import os, signal
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+@HOOKS.register_module()
+class KillAtIterHook(Hook):
+    """SIGKILLs its own process after iteration $KILL_AT_ITER (1-based): a hard crash mid-epoch."""
+    priority = 'LOWEST'  # after the logger has printed the iteration
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        at = int(os.environ.get('KILL_AT_ITER', '0'))
+        if at and runner.iter + 1 == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_kill_mid_epoch_then_resume(folder, tmp_path):
+    (tmp_path / 'killhook.py').write_text(KILL_HOOK)
+    cfg = tmp_path / 'demo_kill.py'
+    cfg.write_text(f"_base_ = {str(DEMO)!r}\n"
+                   "custom_imports = dict(imports=['killhook'], allow_failed_imports=False)\n"
+                   "custom_hooks = [dict(type='ClsSummaryHook'), dict(type='KillAtIterHook')]\n")
+    wd = tmp_path / 'wd'
+    args = [TRAIN, cfg, '--work-dir', wd, '--data-root', folder, '--cfg-options', 'train_cfg.max_epochs=3', *SMALL]
+    env = {'PYTHONPATH': str(tmp_path)}
+    killed = run(args, cwd=tmp_path, env_extra={**env, 'KILL_AT_ITER': '5'}, check=False)
+    assert killed.returncode == -9, killed.stdout[-3000:]  # died in epoch 2, iteration 5 of 9
+    assert 'Epoch(train) [2][2/3]' in killed.stdout and 'Epoch(train) [2][3/3]' not in killed.stdout
+    assert (wd / 'epoch_1.pth').is_file() and not (wd / 'epoch_2.pth').exists()
+
+    out = run([*args, '--resume'], cwd=tmp_path, env_extra=env).stdout
+    assert 'resumed epoch: 1, iter: 3' in out
+    assert 'Epoch(train) [1]' not in out and 'Epoch(train) [2][1/3]' in out  # continues at epoch 2
+    _, _, rest = final(out)
+    assert 'epochs=3 iters=9' in rest
+    assert (wd / 'epoch_3.pth').is_file()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes_gloo(folder, tmp_path):
+    wd = tmp_path / 'wd'
+    out = run(['-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+               '--master_port', _free_port(), TRAIN, DEMO, '--launcher', 'pytorch', '--work-dir', wd,
+               '--data-root', folder,
+               '--cfg-options', 'train_cfg.max_epochs=1', 'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
+               'default_hooks.logger.interval=1'], cwd=tmp_path).stdout
+    assert 'Distributed training: True' in out
+    assert "'backend': 'gloo'" in out
+    assert 'Epoch(train) [1][3/3]' in out  # 12 images / 2 ranks / batch 2 = 3 iterations per rank
+    top1, _, rest = final(out)
+    assert 'epochs=1 iters=3' in rest
+    assert (wd / 'epoch_1.pth').is_file()
+    # the gathered val metric covers all 6 val images once: a multiple of 100/6
+    assert (top1 * 6 / 100) == pytest.approx(round(top1 * 6 / 100), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_digits_demo_reaches_90_percent(tmp_path):
+    t0 = time.time()
+    out = run([TRAIN, DEMO, '--work-dir', tmp_path / 'wd', '--data-root', tmp_path / 'digits'],
+              cwd=tmp_path, env_extra={'OMP_NUM_THREADS': None}, timeout=900).stdout
+    wall = time.time() - t0
+    top1, top5, rest = final(out)
+    print(f'demo: top1={top1} top5={top5} {rest.strip()} wall={wall:.0f}s')
+    assert top1 >= 90.0
+    assert wall < 600
+    assert len(list((tmp_path / 'digits' / 'val').rglob('*.png'))) == 359
