@@ -409,7 +409,7 @@ class NAT(nn.Module):
         self.global_pool = global_pool
         self.output_fmt = 'NHWC'
         dims = [embed_dim * 2 ** i for i in range(num_stages)]
-        self.num_features = self.head_hidden_size = dims[-1]
+        self.num_features = dims[-1]
 
         if stem_type == 'conv':
             self.stem = ConvStem(in_chans, embed_dim, norm_layer, **dd)
@@ -450,6 +450,7 @@ class NAT(nn.Module):
             input_fmt=self.output_fmt,
             **dd,
         )
+        self.head_hidden_size = self.head.num_features  # pooled width (2x num_features for 'catavgmax')
         named_apply(_init_weights, self)
 
     @torch.jit.ignore
@@ -620,7 +621,7 @@ class NATIsotropic(nn.Module):
         self.in_chans = in_chans
         self.global_pool = global_pool
         self.output_fmt = 'NHWC'
-        self.num_features = self.head_hidden_size = embed_dim
+        self.num_features = embed_dim
         self.grad_checkpointing = False
 
         self.stem = PatchStem(in_chans, embed_dim, patch_size, norm_layer, **dd)
@@ -653,6 +654,7 @@ class NATIsotropic(nn.Module):
             input_fmt=self.output_fmt,
             **dd,
         )
+        self.head_hidden_size = self.head.num_features  # pooled width (2x num_features for 'catavgmax')
         named_apply(_init_weights, self)
 
     @torch.jit.ignore
@@ -875,11 +877,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 # ----------------------------------------------------------------------------------------------------------------
 
 def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
+    """Build a hierarchical variant. ``features_only=True`` defaults to ``feature_cls='getter'`` (NCHW maps from
+    ``forward_intermediates``, unused trailing stages pruned); ``feature_cls='list'`` gives timm's
+    ``FeatureListNet``, which like Swin returns the stages' native NHWC maps (its ``output_fmt`` says so)."""
     out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (3, 4, 6, 5))))))
     return build_model_with_cfg(
         NAT, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=out_indices),
         **kwargs)
 
 
