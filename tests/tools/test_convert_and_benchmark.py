@@ -1,0 +1,66 @@
+"""tools/convert_weights.py on an official-format fixture, and tools/benchmark.py end to end."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import attnzoo  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+PARITY = ROOT.parent / 'shared' / 'parity'
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NAT_REDUCED = ['embed_dim=16', 'depths=[2,2,2,2]', 'num_heads=[1,2,4,8]', 'mlp_ratio=3']
+
+
+@pytest.mark.skipif(not (PARITY / 'nat_reduced.pt').exists(), reason='needs ../shared/parity (official fixtures)')
+def test_convert_official_fixture_then_load_as_pretrained(tmp_path):
+    fixture = torch.load(PARITY / 'nat_reduced.pt', weights_only=False)
+    src, out = tmp_path / 'official.pth', tmp_path / 'ours.pth'
+    torch.save(fixture['state_dict'], src)
+    tool = _load_tool('convert_weights')
+    tool.main(['--model', 'nat_mini', '--src', str(src), '--out', str(out), '--model-kwargs', *NAT_REDUCED])
+    kwargs = tool.parse_kwargs(NAT_REDUCED)
+    model = timm.create_model('nat_mini', pretrained=True, pretrained_cfg_overlay=dict(file=str(out)), **kwargs)
+    x, expected = fixture['inputs'][-1], fixture['outputs'][-1]  # 96x128: the padded path
+    with torch.no_grad():
+        got = model.eval()(x)
+    assert (got - expected).abs().max().item() <= fixture['atol_suggested_float32']
+
+
+def test_convert_rejects_unknown_model_and_unmapped_keys(tmp_path):
+    tool = _load_tool('convert_weights')
+    src = tmp_path / 'bad.pth'
+    torch.save({'not_a_key.weight': torch.zeros(1)}, src)
+    with pytest.raises(SystemExit, match='unknown model'):
+        tool.main(['--model', 'dinat_tinyy', '--src', str(src), '--out', str(tmp_path / 'o.pth')])
+    with pytest.raises((SystemExit, ValueError), match='not_a_key'):
+        tool.main(['--model', 'nat_mini', '--src', str(src), '--out', str(tmp_path / 'o.pth')])
+    with pytest.raises(SystemExit, match='no such file'):
+        tool.main(['--model', 'nat_mini', '--src', str(tmp_path / 'missing.pth'), '--out', str(tmp_path / 'o.pth')])
+
+
+def test_benchmark_reports_every_field(tmp_path):
+    out = tmp_path / 'bench.json'
+    subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--model', 'dinat_mini', '--device', 'cpu',
+                    '--batch-size', '1', '--img-size', '64', '--steps', '1', '--warmup', '1', '--json', str(out)],
+                   check=True, cwd=tmp_path)
+    report = json.loads(out.read_text())
+    row = report['results'][0]
+    assert report['device'] == 'cpu' and row['model'] == 'dinat_mini'
+    for key in ('params_m', 'gmacs', 'inference_img_per_s', 'inference_peak_mem_mb', 'train_img_per_s',
+                'train_peak_mem_mb'):
+        assert isinstance(row[key], (int, float)) and row[key] >= 0, key
+    assert abs(row['params_m'] - 19.98) < 0.1

@@ -1,0 +1,245 @@
+"""Benchmark models side by side: params, MACs, throughput, latency and peak memory.
+
+Any timm model name works (attnzoo's are registered on import), so peers are measured in the
+same run as ours::
+
+    python tools/benchmark.py --model dinat_tiny nat_tiny swin_tiny_patch4_window7_224 \\
+        --device cuda --amp bf16 --batch-size 256 --train-batch-size 128 --json out.json
+
+Each (model, pass) runs in a fresh subprocess so peak memory belongs to it alone: on CUDA the
+allocator's peak (``max_memory_allocated``), on CPU the growth of the process's peak resident set
+over its size after the model and inputs were created. Times are medians over ``--steps`` timed
+iterations after ``--warmup`` (CUDA timed with events). MACs follow the papers' convention
+(fvcore plus the nominal MACs of attnzoo's attention ops) at batch 1.
+"""
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process in MiB (Linux)."""
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _build(name: str, device: torch.device, channels_last: bool, compile_model: bool):
+    import timm
+    import attnzoo  # noqa: F401  (registers attnzoo's models)
+    model = timm.create_model(name, pretrained=False).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return (torch.compile(model) if compile_model else model), model
+
+
+def _time(fn, steps: int, warmup: int, device: torch.device):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        if device.type == 'cuda':
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _measure(spec: dict) -> dict:
+    """One (model, pass) measurement; runs inside its own process."""
+    torch.manual_seed(0)
+    device = torch.device(spec['device'])
+    if spec['threads']:
+        torch.set_num_threads(spec['threads'])
+    model, plain = _build(spec['model'], device, spec['channels_last'], spec['compile'])
+    cfg = plain.pretrained_cfg
+    size = spec['img_size'] or cfg['input_size'][-1]
+    batch = spec['batch_size']
+    x = torch.randn(batch, 3, size, size, device=device)
+    if spec['channels_last']:
+        x = x.contiguous(memory_format=torch.channels_last)
+    amp = DTYPES[spec['amp']]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
+
+    if spec['pass'] == 'inference':
+        model.eval()
+
+        def step():
+            with torch.no_grad(), autocast():
+                model(x)
+    else:
+        model.train()
+        target = torch.randint(0, plain.num_classes, (batch,), device=device)
+        optimizer = torch.optim.AdamW(plain.parameters(), lr=1e-4)
+
+        def step():
+            with autocast():
+                loss = torch.nn.functional.cross_entropy(model(x), target)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base_rss = _rss_mb()
+    ms = _time(step, spec['steps'], spec['warmup'], device)
+    peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda'
+            else max(0.0, _peak_rss_mb() - base_rss))
+    return dict(ms_per_batch=round(ms, 3), img_per_s=round(batch * 1e3 / ms, 1), peak_mem_mb=round(peak, 1),
+                batch_size=batch, img_size=size)
+
+
+def _macs(spec: dict) -> dict:
+    import timm
+    import attnzoo  # noqa: F401
+    from attnzoo.utils.flops import count_macs, count_params
+    model = timm.create_model(spec['model']).eval()
+    size = spec['img_size'] or model.pretrained_cfg['input_size'][-1]
+    return dict(params_m=round(count_params(model) / 1e6, 3),
+                gmacs=round(count_macs(model, (3, size, size)) / 1e9, 3), macs_img_size=size)
+
+
+def _worker(fn, spec, queue):
+    try:
+        queue.put(('ok', fn(spec)))
+    except Exception as e:  # reported in the table, not raised: other models still run
+        queue.put(('error', f'{type(e).__name__}: {e}'))
+
+
+def _in_subprocess(fn, spec: dict) -> dict:
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_worker, args=(fn, spec, queue))
+    proc.start()
+    status, value = queue.get()
+    proc.join()
+    return value if status == 'ok' else {'error': value}
+
+
+def run(args) -> dict:
+    results = []
+    for name in args.model:
+        row = {'model': name}
+        base = dict(model=name, device=args.device, img_size=args.img_size, amp=args.amp, steps=args.steps,
+                    warmup=args.warmup, channels_last=args.channels_last, compile=args.compile,
+                    threads=args.threads)
+        if not args.no_macs:
+            row.update(_in_subprocess(_macs, base))
+        for pass_ in (['inference', 'train'] if args.bench == 'both' else [args.bench]):
+            batch = args.batch_size if pass_ == 'inference' else (args.train_batch_size or args.batch_size)
+            res = _in_subprocess(_measure, dict(base, **{'pass': pass_, 'batch_size': batch}))
+            row.update({f'{pass_}_{k}': v for k, v in res.items()})
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    machine = (torch.cuda.get_device_name() if args.device == 'cuda'
+               else f'{platform.processor() or platform.machine()}, {args.threads or torch.get_num_threads()} threads')
+    import timm
+    return dict(machine=machine, device=args.device, torch=torch.__version__, timm=timm.__version__,
+                amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                command=' '.join(sys.argv), results=results)
+
+
+def to_markdown(report: dict) -> str:
+    cols = ['model', 'params_m', 'gmacs', 'inference_img_per_s', 'inference_ms_per_batch', 'inference_peak_mem_mb',
+            'train_img_per_s', 'train_peak_mem_mb']
+    cols = [c for c in cols if any(c in r for r in report['results'])]
+    lines = [f"machine: {report['machine']}, torch {report['torch']}, amp {report['amp']}",
+             '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+    for r in report['results']:
+        lines.append('| ' + ' | '.join(str(r.get(c, r.get('error', '')) if c != 'model' else r['model'])
+                                       for c in cols) + ' |')
+    return '\n'.join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    """img/s against GMACs, one point per model and pass (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for pass_, marker in (('inference', 'o'), ('train', 's')):
+        pts = [(r['gmacs'], r[f'{pass_}_img_per_s'], r['model']) for r in report['results']
+               if 'gmacs' in r and f'{pass_}_img_per_s' in r]
+        for x, y, name in pts:
+            ax.scatter(x, y, marker=marker, label=f'{pass_}' if name == pts[0][2] else None)
+            ax.annotate(name, (x, y), fontsize=6)
+    ax.set_xlabel('GMACs')
+    ax.set_ylabel('img/s')
+    ax.set_title(report['machine'])
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', nargs='+', required=True, help='timm / attnzoo model names, measured side by side')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=['cpu', 'cuda'])
+    p.add_argument('--bench', default='both', choices=['inference', 'train', 'both'])
+    p.add_argument('--batch-size', type=int, default=8, help='inference batch')
+    p.add_argument('--train-batch-size', type=int, default=None, help='train-step batch (default: --batch-size)')
+    p.add_argument('--img-size', type=int, default=None, help="default: the model's pretrained_cfg input size")
+    p.add_argument('--amp', default='none', choices=list(DTYPES))
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--compile', action='store_true', help='torch.compile the model')
+    p.add_argument('--steps', type=int, default=10)
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--threads', type=int, default=0, help='CPU threads (0: torch default)')
+    p.add_argument('--no-macs', action='store_true', help='skip the (slow on CPU) MAC count')
+    p.add_argument('--json', type=Path, help='write the report here')
+    p.add_argument('--markdown', type=Path, help='write the table here')
+    p.add_argument('--plot', type=Path, help='write an img/s vs GMACs plot here (needs matplotlib)')
+    args = p.parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        p.error('--device cuda: no CUDA device is available')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import timm
+    import attnzoo  # noqa: F401
+    unknown = [m for m in args.model if not timm.is_model(m)]
+    if unknown:
+        raise SystemExit(f'unknown model(s) {unknown}; close matches: '
+                         f'{[timm.list_models(f"*{m.split(chr(95))[0]}*")[:5] for m in unknown]}')
+    report = run(args)
+    table = to_markdown(report)
+    print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table + '\n')
+    if args.plot:
+        plot(report, args.plot)
+
+
+if __name__ == '__main__':
+    main()
