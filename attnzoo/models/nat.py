@@ -53,12 +53,13 @@ __all__ = ['NAT', 'NATIsotropic', 'checkpoint_filter_fn']
 # ----------------------------------------------------------------------------------------------------------------
 
 @register_notrace_function
-def _check_image_batch(x: torch.Tensor, in_chans: int) -> None:
-    """Raise a named error unless ``x`` is an image batch ``[B, in_chans, H, W]``."""
+def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
+    """Raise a named error unless ``x`` is an image batch ``[B, in_chans, H, W]``. (No leading underscore: FX
+    only auto-wraps public names, and this shape check must stay out of traced graphs.)"""
     if x.ndim != 4 or x.shape[1] != in_chans:
         raise ValueError(
-            f'x: expected an image batch of shape [B, in_chans={in_chans}, H, W], got shape {list(x.shape)}. '
-            f'Create the model with in_chans={x.shape[1] if x.ndim == 4 else "<channels>"} for this input.')
+            f'x: expected an image batch of shape [B, in_chans={in_chans}, H, W], got shape {list(x.shape)}; '
+            f'the model was created with in_chans={in_chans}')
 
 
 def _check_stage_args(depths: Sequence[int], num_heads: Sequence[int], dilations: Sequence[Sequence[int]]) -> None:
@@ -128,7 +129,7 @@ class ConvStem(nn.Module):
         self.norm = norm_layer(embed_dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image_batch(x, self.in_chans)
+        check_image_batch(x, self.in_chans)
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
@@ -156,7 +157,7 @@ class PatchStem(nn.Module):
         self.norm = norm_layer(embed_dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image_batch(x, self.in_chans)
+        check_image_batch(x, self.in_chans)
         p = self.patch_size
         x = F.pad(x, (0, (p - x.shape[-1] % p) % p, 0, (p - x.shape[-2] % p) % p))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
@@ -980,8 +981,24 @@ _DIL_384_K11 = (8, 4, 2, 1)
 
 
 def _dinat(variant: str, pretrained: bool, arch: Dict[str, Any], dilated: Sequence[int], **kwargs) -> NAT:
-    model_args = {**arch, 'dilations': alternating_dilations(arch['depths'], dilated), **kwargs}
+    """Build a DiNAT variant; unless ``dilations`` is given, it alternates 1 / ``dilated[stage]`` over the layers
+    of ``depths`` (so overriding ``depths`` keeps the variant's dilation pattern)."""
+    model_args = {**arch, **kwargs}
+    if 'dilations' not in kwargs:
+        depths = model_args['depths']
+        if len(depths) != len(dilated):
+            raise ValueError(
+                f'depths: {variant} derives its dilations for {len(dilated)} stages, got depths={list(depths)}; '
+                f'pass dilations= (one list per stage) as well')
+        model_args['dilations'] = alternating_dilations(depths, dilated)
     return _create_nat(variant, pretrained, **model_args)
+
+
+def _dinat_isotropic(variant: str, pretrained: bool, arch: Dict[str, Any], **kwargs) -> NATIsotropic:
+    """Build an isotropic DiNAT variant: dilation 2 on odd blocks unless ``dilations`` is given."""
+    model_args = {**arch, **kwargs}
+    model_args.setdefault('dilations', tuple(1 if i % 2 == 0 else 2 for i in range(model_args['depth'])))
+    return _create_nat_isotropic(variant, pretrained, **model_args)
 
 
 @register_model
@@ -1083,11 +1100,9 @@ def nat_isotropic_base(pretrained: bool = False, **kwargs) -> NATIsotropic:
 
 @register_model
 def dinat_isotropic_small(pretrained: bool = False, **kwargs) -> NATIsotropic:
-    return _create_nat_isotropic(
-        'dinat_isotropic_small', pretrained, **{**_ISO_SMALL, 'dilations': (1, 2) * 6, **kwargs})
+    return _dinat_isotropic('dinat_isotropic_small', pretrained, _ISO_SMALL, **kwargs)
 
 
 @register_model
 def dinat_isotropic_base(pretrained: bool = False, **kwargs) -> NATIsotropic:
-    return _create_nat_isotropic(
-        'dinat_isotropic_base', pretrained, **{**_ISO_BASE, 'dilations': (1, 2) * 6, **kwargs})
+    return _dinat_isotropic('dinat_isotropic_base', pretrained, _ISO_BASE, **kwargs)

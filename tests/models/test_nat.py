@@ -375,11 +375,15 @@ def test_bad_arguments_name_the_argument(kwargs, match):
         NAT(**args, device='meta')
 
 
-def test_dinat_entrypoint_rejects_depths_without_dilations():
-    with pytest.raises(ValueError, match=r'dilations\[0\]: expected 1 values'):
-        timm.create_model('dinat_mini', depths=(1, 1, 1, 1), device='meta')
+def test_dinat_entrypoints_keep_the_dilation_pattern_for_other_depths():
+    model = timm.create_model('dinat_mini', depths=(2, 3, 1, 1), device='meta')
+    assert [[b.attn.dilation[0] for b in s.blocks] for s in model.stages] == [[1, 8], [1, 4, 1], [1], [1]]
+    iso = timm.create_model('dinat_isotropic_small', depth=3, device='meta')
+    assert [b.attn.dilation[0] for b in iso.blocks] == [1, 2, 1]
+    with pytest.raises(ValueError, match=r'depths: dinat_mini derives its dilations for 4 stages.*pass dilations='):
+        timm.create_model('dinat_mini', depths=(1, 1, 1), num_heads=(1, 2, 4), device='meta')
     with pytest.raises(ValueError, match=r'dilations: expected 2 values'):
-        timm.create_model('dinat_isotropic_small', depth=2, device='meta')
+        timm.create_model('dinat_isotropic_small', depth=2, dilations=(1, 2, 1), device='meta')
 
 
 # -------------------------------------------------------------------------------------------------------------
