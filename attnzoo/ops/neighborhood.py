@@ -21,6 +21,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import nn
 
 from ._dispatch import add_attention_macs, get_backend
@@ -208,7 +209,7 @@ def _by_dilation_group(core: Callable, tensors: Tuple[torch.Tensor, ...], dil: t
     d, dim = dil[axis], axis + 1
     if d == 1:
         return _by_dilation_group(core, tensors, dil, axis + 1)
-    length = tensors[0].shape[dim]
+    length = int(tensors[0].shape[dim])  # a Tensor under tracing (fvcore, jit.trace)
     if length % d == 0:  # equal groups: a view, no gather
         grouped = [t.unflatten(dim, (length // d, d)).movedim(dim + 1, 1).flatten(0, 1) for t in tensors]
         out = _by_dilation_group(core, tuple(grouped), dil, axis + 1)
@@ -595,6 +596,7 @@ def na3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: IntOrTu
 # Module
 # ---------------------------------------------------------------------------------------------
 
+@register_notrace_module  # FX: a leaf (shape checks and backend choice are Python control flow)
 class NeighborhoodAttention2D(nn.Module):
     """Multi-head 2-D neighborhood attention layer with the parameter names of the NAT/DiNAT weights.
 
