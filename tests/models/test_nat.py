@@ -512,3 +512,16 @@ def test_features_only_pretrained_matches_official_features(parity_dir, tmp_path
         feats = model(fixture['inputs'][1])
     for f, expected in zip(feats, fixture['features'][1]):
         assert (f - expected).abs().max().item() <= fixture['atol_suggested_float32']
+
+
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_fx_feature_extraction_matches_eager(name):
+    """timm's FX contract: the attention layer is a registered leaf, the rest traces."""
+    from timm.layers import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import create_feature_extractor
+    model = create_tiny(name).eval()
+    x = image(64, 80)
+    fx = create_feature_extractor(model, return_nodes=['head'], tracer_kwargs=dict(
+        leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions()))
+    with torch.no_grad():
+        torch.testing.assert_close(fx(x)['head'], model(x))
