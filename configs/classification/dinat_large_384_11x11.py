@@ -1,4 +1,5 @@
 # DiNAT-Large 384, 11x11 kernel: ImageNet-22k -> 1k fine-tune, 30 epochs; paper top-1 87.5. Recipe: dinat_large_384.yml (no own yml published).
+# Initial weights: dinat_large_11x11.in22k (imagenet22k/dinat_large_in22k_224_11x11interp.pth); see ../_base_/nat_in1k_finetune.py for how to load them.
 _base_ = '../_base_/nat_in1k_finetune.py'
 model = dict(model_name='dinat_large_384_11x11', model_kwargs=dict(drop_path_rate=0.35))
 optim_wrapper = dict(optimizer=dict(weight_decay=1e-10))

@@ -1,4 +1,5 @@
 # DiNAT_s-Large: ImageNet-22k -> 1k fine-tune, 30 epochs; paper top-1 86.5. Recipe: dinat_large.yml (the repo's dinat_s_large.yml names dinat_large: a config bug).
+# Initial weights: dinat_s_large.in22k (imagenet22k/dinat_s_large_in22k_224.pth); see ../_base_/nat_in1k_finetune.py for how to load them.
 _base_ = '../_base_/nat_in1k_finetune.py'
 model = dict(model_name='dinat_s_large', model_kwargs=dict(drop_path_rate=0.35))
 optim_wrapper = dict(optimizer=dict(weight_decay=0.0001))

@@ -301,3 +301,59 @@ def test_registries_resolve_every_component():
     from mmengine.registry import HOOKS, OPTIM_WRAPPER_CONSTRUCTORS
     assert HOOKS.get('ClsSummaryHook') is cls.ClsSummaryHook
     assert OPTIM_WRAPPER_CONSTRUCTORS.get('TimmOptimWrapperConstructor') is TimmOptimWrapperConstructor
+
+
+# ------------------------------------------------------------------------------------ tool glue
+def test_setup_launcher_and_cpu_threads(monkeypatch):
+    from attnzoo.tasks import setup_cpu_threads, setup_launcher
+    cfg = Config(dict(env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+    setup_launcher(cfg, 'none')
+    assert cfg.launcher == 'none' and cfg.get('model_wrapper_cfg') is None
+    with pytest.raises(ValueError, match='launcher'):
+        setup_launcher(cfg, 'horovod')
+    if not torch.cuda.is_available():
+        monkeypatch.delenv('MASTER_PORT', raising=False)
+        with pytest.raises(RuntimeError, match='torchrun'):
+            setup_launcher(cfg, 'pytorch')
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    n = torch.get_num_threads()
+    try:
+        setup_cpu_threads(Config(dict(cpu_threads=1)))
+        assert torch.get_num_threads() == (n if torch.cuda.is_available() else 1)
+        with pytest.raises(ValueError, match='cpu_threads'):
+            setup_cpu_threads(Config(dict(cpu_threads=0)))
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_trusted_checkpoint_loading_reads_mmengine_runner_checkpoints(tmp_path):
+    from mmengine.logging import HistoryBuffer
+    from mmengine.runner.checkpoint import CheckpointLoader
+    from attnzoo.tasks import allow_trusted_checkpoints
+    path = tmp_path / 'ckpt.pth'
+    buf = HistoryBuffer()
+    buf.update(1.0)
+    torch.save(dict(state_dict={'w': torch.ones(2)}, message_hub=dict(log=buf)), path)
+    with pytest.raises(Exception):  # torch >= 2.6 weights_only default refuses the message hub
+        torch.load(path)
+    allow_trusted_checkpoints()
+    ckpt = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
+
+
+def test_finetune_init_from_a_pretrained_file_drops_only_the_head(tmp_path):
+    """The 22k -> 1k recipe: load a checkpoint with another head size through timm's pretrained path."""
+    torch.manual_seed(0)
+    src = timm.create_model('dinat_mini', num_classes=7, **TINY_DINAT)
+    path = tmp_path / 'src_in22k.pth'
+    torch.save(src.state_dict(), path)
+    cfg = Config.fromfile(str(CONFIGS / 'dinat_large.py'))
+    cfg.merge_from_dict({'model.model_name': 'dinat_mini', 'model.model_kwargs.pretrained': True,
+                         'model.model_kwargs.pretrained_cfg_overlay.file': str(path),
+                         'model.model_kwargs.pretrained_cfg_overlay.num_classes': 7})
+    cfg.model.model_kwargs.update(TINY_DINAT)
+    model = MODELS.build(cfg.model)
+    assert model.model.head.fc.out_features == 1000
+    src_sd, dst_sd = src.state_dict(), model.model.state_dict()
+    body = [k for k in src_sd if not k.startswith('head.fc')]
+    assert body and all(torch.equal(src_sd[k], dst_sd[k]) for k in body)

@@ -88,12 +88,13 @@ class KillAtIterHook(Hook):
 '''
 
 
-def test_kill_mid_epoch_then_resume(folder, tmp_path):
+def test_kill_mid_epoch_then_resume_with_ema(folder, tmp_path):
     (tmp_path / 'killhook.py').write_text(KILL_HOOK)
     cfg = tmp_path / 'demo_kill.py'
     cfg.write_text(f"_base_ = {str(DEMO)!r}\n"
                    "custom_imports = dict(imports=['killhook'], allow_failed_imports=False)\n"
-                   "custom_hooks = [dict(type='ClsSummaryHook'), dict(type='KillAtIterHook')]\n")
+                   "custom_hooks = [dict(type='ClsSummaryHook'), dict(type='KillAtIterHook'),\n"
+                   "                dict(type='EMAHook', momentum=0.01, update_buffers=True, priority='ABOVE_NORMAL')]\n")
     wd = tmp_path / 'wd'
     args = [TRAIN, cfg, '--work-dir', wd, '--data-root', folder, '--cfg-options', 'train_cfg.max_epochs=3', *SMALL]
     env = {'PYTHONPATH': str(tmp_path)}
@@ -108,6 +109,10 @@ def test_kill_mid_epoch_then_resume(folder, tmp_path):
     _, _, rest = final(out)
     assert 'epochs=3 iters=9' in rest
     assert (wd / 'epoch_3.pth').is_file()
+    # the EMA state went through the kill/resume too, and test.py evaluates the (EMA) checkpoint
+    out = run([TEST, cfg, wd / 'epoch_3.pth', '--work-dir', tmp_path / 'wd_test', '--data-root', folder],
+              cwd=tmp_path, env_extra=env).stdout
+    assert 'samples=6' in final(out)[2]
 
 
 def _free_port():
