@@ -34,7 +34,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn as nn
-from mmengine.dist import barrier, get_rank, is_main_process
+from mmengine.dist import barrier, is_main_process
 from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
