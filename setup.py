@@ -20,7 +20,7 @@ setup(
     install_requires=[
         'torch>=2.5',
         'torchvision',
-        'timm>=1.0.20',
+        'timm>=1.0.31',
         'mmengine>=0.10',
         'pillow',
         'fvcore',

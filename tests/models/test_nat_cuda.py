@@ -1,0 +1,38 @@
+"""NAT/DiNAT on CUDA through the automatic backend choice (flex without trainable bias, tiled SDPA with it).
+Skipped without a GPU."""
+import pytest
+import timm
+import torch
+
+import attnzoo  # noqa: F401
+import attnzoo.ops as ops
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+
+
+@pytest.mark.parametrize('name', ['dinat_mini', 'nat_mini', 'dinat_s_tiny'])
+def test_cuda_forward_and_backward_match_reference(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name).cuda()
+    x = torch.randn(2, 3, 224, 224, device='cuda')
+    outs = {}
+    for backend in ('reference', 'auto'):
+        model.zero_grad()
+        with ops.use_backend(backend):
+            out = model(x)
+        out.float().square().mean().backward()
+        rpb = model.stages[0].blocks[1].attn.rpb.grad.clone()
+        outs[backend] = (out.detach(), rpb)
+    for got, ref in zip(outs['auto'], outs['reference']):
+        assert ((got - ref).norm() / ref.norm()).item() < 1e-3
+
+
+def test_cuda_bf16_autocast_inference():
+    model = timm.create_model('dinat_tiny').cuda().eval()
+    x = torch.randn(4, 3, 224, 224, device='cuda')
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            out = model(x)
+    assert out.dtype == torch.bfloat16
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 3e-2
