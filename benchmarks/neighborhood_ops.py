@@ -12,7 +12,6 @@ Writes a JSON file and prints a markdown table. Medians over interleaved repeats
 """
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import attnzoo.ops as ops
+from attnzoo.utils.machine import machine_name
 
 
 def window_attention(q, k, v, window):
@@ -156,10 +156,9 @@ def main():
     args = parser.parse_args()
     if args.device == 'cpu':
         rows = cpu_rows(args.repeats)
-        machine = f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
     else:
         rows = cuda_rows(args.repeats, getattr(torch, args.dtype))
-        machine = torch.cuda.get_device_name()
+    machine = machine_name(args.device)
     result = dict(machine=machine, torch=torch.__version__, device=args.device, rows=rows)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

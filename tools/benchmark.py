@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import multiprocessing as mp
-import platform
 import resource
 import statistics
 import sys
@@ -26,6 +25,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import timm  # noqa: E402
+
+import attnzoo  # noqa: E402,F401  (registers attnzoo's models)
+from attnzoo.utils.flops import count_macs, count_params  # noqa: E402
+from attnzoo.utils.machine import machine_name  # noqa: E402
 
 DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -41,8 +46,6 @@ def _peak_rss_mb() -> float:
 
 
 def _build(name: str, device: torch.device, channels_last: bool, compile_model: bool):
-    import timm
-    import attnzoo  # noqa: F401  (registers attnzoo's models)
     model = timm.create_model(name, pretrained=False).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -115,9 +118,6 @@ def _measure(spec: dict) -> dict:
 
 
 def _macs(spec: dict) -> dict:
-    import timm
-    import attnzoo  # noqa: F401
-    from attnzoo.utils.flops import count_macs, count_params
     model = timm.create_model(spec['model']).eval()
     size = spec['img_size'] or model.pretrained_cfg['input_size'][-1]
     return dict(params_m=round(count_params(model) / 1e6, 3),
@@ -156,9 +156,7 @@ def run(args) -> dict:
             row.update({f'{pass_}_{k}': v for k, v in res.items()})
         results.append(row)
         print(json.dumps(row), flush=True)
-    machine = (torch.cuda.get_device_name() if args.device == 'cuda'
-               else f'{platform.processor() or platform.machine()}, {args.threads or torch.get_num_threads()} threads')
-    import timm
+    machine = machine_name(args.device, args.threads)
     return dict(machine=machine, device=args.device, torch=torch.__version__, timm=timm.__version__,
                 amp=args.amp, channels_last=args.channels_last, compile=args.compile,
                 command=' '.join(sys.argv), results=results)
@@ -222,12 +220,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import timm
-    import attnzoo  # noqa: F401
     unknown = [m for m in args.model if not timm.is_model(m)]
     if unknown:
-        raise SystemExit(f'unknown model(s) {unknown}; close matches: '
-                         f'{[timm.list_models(f"*{m.split(chr(95))[0]}*")[:5] for m in unknown]}')
+        close = sorted({c for m in unknown for c in timm.list_models(f"*{m.split('_')[0]}*")})
+        raise SystemExit(f'--model: unknown model(s) {unknown}; registered models like them: {close[:12]}')
     report = run(args)
     table = to_markdown(report)
     print(table)

@@ -106,11 +106,14 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: tup
 # Per-axis geometry (undilated, in group coordinates)
 # ---------------------------------------------------------------------------------------------
 
-def _axis_mask(qi: torch.Tensor, kj: torch.Tensor, length: int, kernel: int, causal: bool) -> torch.Tensor:
-    """Whether key position ``kj`` is in the window of query position ``qi`` (broadcasting)."""
+def _axis_mask(qi: torch.Tensor, kj: torch.Tensor, length: Union[int, torch.Tensor], kernel: int,
+               causal: bool) -> torch.Tensor:
+    """Whether key position ``kj`` is in the window of query position ``qi`` (broadcasting); ``length``
+    may be a tensor (per-query group length, for dilation groups of unequal size)."""
     if causal:
         return (kj <= qi) & (kj > qi - kernel)
-    start = (qi - kernel // 2).clamp(0, length - kernel)
+    start = (qi - kernel // 2).clamp(min=0)
+    start = torch.minimum(start, length - kernel) if isinstance(length, torch.Tensor) else start.clamp(max=length - kernel)
     return (kj >= start) & (kj < start + kernel)
 
 
@@ -119,11 +122,33 @@ def _axis_rel(qi: torch.Tensor, kj: torch.Tensor, kernel: int) -> torch.Tensor:
     return (kj - qi + kernel - 1).clamp(0, 2 * kernel - 2)
 
 
+def _outer(tables: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """View per-axis tables of shape ``[a0, a1, ..]`` so that they broadcast to
+    ``[a0 of every axis.., a1 of every axis.., ..]`` (axis-minor, e.g. ``[nT1, nT2, T1, T2]``)."""
+    n, ndim = len(tables), tables[0].dim()
+    views = []
+    for a, table in enumerate(tables):
+        shape = [1] * (n * ndim)
+        for j, size in enumerate(table.shape):
+            shape[j * n + a] = size
+        views.append(table.reshape(shape))
+    return views
+
+
+def _ravel(parts: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
+    """Flat row-major index of broadcastable per-axis coordinates ``parts`` in a grid of ``sizes``."""
+    index = parts[0]
+    for part, size in zip(parts[1:], sizes[1:]):
+        index = index * size + part
+    return index
+
+
 # ---------------------------------------------------------------------------------------------
 # Reference backend: dense attention with the neighborhood as a mask (O(N^2) memory)
 # ---------------------------------------------------------------------------------------------
 
 def _na_reference(q, k, v, kernel, dil, causal, rpb, scale, dropout_p):
+    """Every query against every key, outside-window pairs masked: ``[B, *S, h, D]`` in and out."""
     n = len(kernel)
     B, *spatial, heads, _ = q.shape
     masks, rels = [], []
@@ -132,47 +157,25 @@ def _na_reference(q, k, v, kernel, dil, causal, rpb, scale, dropout_p):
         group, idx = pos % d, pos // d
         group_len = (length - group + d - 1) // d
         qi, kj = idx[:, None], idx[None, :]
-        in_window = _axis_mask_var(qi, kj, group_len[:, None], ks, c)
+        in_window = _axis_mask(qi, kj, group_len[:, None], ks, c)
         masks.append((group[:, None] == group[None, :]) & in_window)
         rels.append(_axis_rel(qi, kj, ks))
-    # Combine per-axis [L_a, L_a] tables into [N, N] over row-major flattened tokens.
-    mask = masks[0]
-    for m in masks[1:]:
-        mask = (mask[:, None, :, None] & m[None, :, None, :]).flatten(0, 1).flatten(1, 2)
+    tokens = math.prod(spatial)  # per-axis [L_a, L_a] tables -> [N, N] over row-major tokens
+    mask = functools.reduce(torch.logical_and, _outer(masks)).reshape(tokens, tokens)
     compute = torch.promote_types(q.dtype, torch.float32)
     qf = q.flatten(1, n).transpose(1, 2).to(compute)  # [B, heads, N, D]
     kf = k.flatten(1, n).transpose(1, 2).to(compute)
     vf = v.flatten(1, n).transpose(1, 2).to(compute)
     logits = (qf @ kf.transpose(-1, -2)) * scale
     if rpb is not None:
-        bias = rpb.to(compute)[(slice(None), *_interleave(rels))]  # [heads, L1, L2.., L1, L2..]
-        logits = logits + bias.reshape(heads, mask.shape[0], mask.shape[1])
+        bias = rpb.to(compute)[(slice(None), *_outer(rels))]  # [heads, L1, L2.., L1, L2..]
+        logits = logits + bias.reshape(heads, tokens, tokens)
     logits = logits.masked_fill(~mask, float('-inf'))
     attn = logits.softmax(-1)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
     out = (attn @ vf).to(q.dtype)
     return out.transpose(1, 2).reshape(B, *spatial, heads, v.shape[-1])
-
-
-def _axis_mask_var(qi, kj, length, kernel: int, causal: bool):
-    """``_axis_mask`` with a per-query tensor ``length`` (dilation groups of unequal length)."""
-    if causal:
-        return (kj <= qi) & (kj > qi - kernel)
-    start = torch.minimum((qi - kernel // 2).clamp(min=0), length - kernel)
-    return (kj >= start) & (kj < start + kernel)
-
-
-def _interleave(rels: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-    """Per-axis ``[L_a, L_a]`` index tables -> list ordered (query axes..., key axes...) for
-    broadcasting each pair into an ``[L1, L2.., L1, L2..]`` gather."""
-    n = len(rels)
-    out = []
-    for a, r in enumerate(rels):
-        shape = [1] * (2 * n)
-        shape[a], shape[n + a] = r.shape
-        out.append(r.reshape(shape))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,7 +242,7 @@ def _full_bias(rpb: torch.Tensor, kernel: tuple) -> torch.Tensor:
         pos = torch.arange(ks, device=rpb.device)
         rels.append(_axis_rel(pos[:, None], pos[None, :], ks))
     size = math.prod(kernel)
-    index = _ravel(_interleave(rels), [2 * ks - 1 for ks in kernel]).reshape(1, -1)
+    index = _ravel(_outer(rels), [2 * ks - 1 for ks in kernel]).reshape(1, -1)
     return rpb.reshape(rpb.shape[0], -1).gather(1, index.expand(rpb.shape[0], -1)).view(-1, size, size)
 
 
@@ -298,27 +301,6 @@ def _axis_tiles(length: int, kernel: int, causal: bool, device: torch.device):
     return q_pos, k_pos, mask, rel
 
 
-def _outer(tables: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-    """View per-axis tables of shape ``[a0, a1, ..]`` so that they broadcast to
-    ``[a0 of every axis.., a1 of every axis.., ..]`` (axis-minor, e.g. ``[nT1, nT2, T1, T2]``)."""
-    n, ndim = len(tables), tables[0].dim()
-    views = []
-    for a, table in enumerate(tables):
-        shape = [1] * (n * ndim)
-        for j, size in enumerate(table.shape):
-            shape[j * n + a] = size
-        views.append(table.reshape(shape))
-    return views
-
-
-def _ravel(parts: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
-    """Flat row-major index of broadcastable per-axis coordinates ``parts`` in a grid of ``sizes``."""
-    index = parts[0]
-    for part, size in zip(parts[1:], sizes[1:]):
-        index = index * size + part
-    return index
-
-
 class _TilePlan(NamedTuple):
     """Everything static about one tiled NA call; cached per (shape, kernel, causal, device)."""
     q_index: torch.Tensor     # [nT*TT] flat token index of each query slot, tile-major
@@ -345,18 +327,12 @@ def _tile_plan(spatial: tuple, kernel: tuple, causal: tuple, device: torch.devic
     bias_index = rel_flat.masked_fill(~mask, math.prod(2 * ks - 1 for ks in kernel))
     # Slot of token p in the [nT.., T..] query layout: tile p // T and offset p % T per axis.
     coords = [torch.arange(length, device=device) for length in spatial]
-    tile_of = _interleave_1d([c // t for c, t in zip(coords, tiles)])
-    offset_of = _interleave_1d([c % t for c, t in zip(coords, tiles)])
+    tile_of = _outer([c // t for c, t in zip(coords, tiles)])
+    offset_of = _outer([c % t for c, t in zip(coords, tiles)])
     out_index = _ravel(list(tile_of) + list(offset_of), num_tiles + tiles).flatten()
     nt, tt, rr = math.prod(num_tiles), math.prod(tiles), math.prod(regions)
     return _TilePlan(q_index, k_index, out_index, mask.reshape(nt, tt, rr), bias_index.reshape(nt, tt, rr),
                      nt, tt, rr)
-
-
-def _interleave_1d(values: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-    """Per-axis ``[L_a]`` vectors viewed to broadcast over ``[L1, L2, ..]``."""
-    n = len(values)
-    return [v.reshape([-1 if i == a else 1 for i in range(n)]) for a, v in enumerate(values)]
 
 
 def _na_tiled(q, k, v, kernel, causal, rpb, scale, dropout_p):
