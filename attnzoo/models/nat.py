@@ -238,6 +238,14 @@ class NATBlock(nn.Module):
         return x
 
 
+def _make_blocks(dim: int, num_heads: int, kernel_size: int, dilations: Sequence[int], drop_paths: Sequence[float],
+                 **block_kwargs) -> nn.Sequential:
+    """``len(dilations)`` NAT blocks of width ``dim``, block ``i`` with ``dilations[i]`` and ``drop_paths[i]``."""
+    return nn.Sequential(*[
+        NATBlock(dim, num_heads, kernel_size=kernel_size, dilation=d, drop_path=dp, **block_kwargs)
+        for d, dp in zip(dilations, drop_paths)])
+
+
 def _layer_scale(dim: int, init_value: Optional[float], device=None, dtype=None) -> nn.Module:
     """``LayerScale`` (per-channel gamma, the official ``gamma1/2``) or ``Identity`` when ``init_value`` is None."""
     if init_value is None:
@@ -276,23 +284,10 @@ class NATStage(nn.Module):
         self.grad_checkpointing = False
         self.downsample = _make_downsample(downsample, dim, out_dim, norm_layer, **dd)
         drop_paths = drop_path if isinstance(drop_path, (list, tuple)) else [drop_path] * depth
-        self.blocks = nn.Sequential(*[
-            NATBlock(
-                out_dim,
-                num_heads,
-                kernel_size=kernel_size,
-                dilation=dilations[i],
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                layer_scale_init_value=layer_scale_init_value,
-                proj_drop=proj_drop,
-                attn_drop=attn_drop,
-                drop_path=drop_paths[i],
-                act_layer=act_layer,
-                norm_layer=norm_layer,
-                **dd,
-            )
-            for i in range(depth)])
+        self.blocks = _make_blocks(out_dim, num_heads, kernel_size, dilations, drop_paths, mlp_ratio=mlp_ratio,
+                                   qkv_bias=qkv_bias, layer_scale_init_value=layer_scale_init_value,
+                                   proj_drop=proj_drop, attn_drop=attn_drop, act_layer=act_layer,
+                                   norm_layer=norm_layer, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
@@ -339,7 +334,47 @@ def _init_weights(module: nn.Module, name: str = '') -> None:
 # Models
 # ----------------------------------------------------------------------------------------------------------------
 
-class NAT(nn.Module):
+class _NATBase(nn.Module):
+    """What NAT and NATIsotropic share: channels-last ``forward_features`` output, the pooled classifier head and
+    its timm API, and the RPB weight-decay exclusion. Subclasses set ``num_features`` and build ``forward_features``.
+    """
+    num_features: int
+    output_fmt = 'NHWC'
+
+    def _init_head(self, num_classes: int, global_pool: str, drop_rate: float, device=None, dtype=None) -> None:
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                   input_fmt=self.output_fmt, device=device, dtype=dtype)
+        self.head_hidden_size = self.head.num_features  # pooled width (2x num_features for 'catavgmax')
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """Relative position bias tables (``*.attn.rpb``) are excluded from weight decay."""
+        return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (``num_classes=0``: none); ``global_pool=None`` keeps the current pooling."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
+        self.head_hidden_size = self.head.num_features
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``[B, H, W, C]`` -> pooled ``[B, head_hidden_size]`` (``pre_logits``) or logits ``[B, num_classes]``."""
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, in_chans, H, W]`` -> logits ``[B, num_classes]``."""
+        return self.forward_head(self.forward_features(x))
+
+
+class NAT(_NATBase):
     """Hierarchical Neighborhood Attention Transformer: NAT, DiNAT (``dilations``) and DiNAT_s (``stem_type='patch'``,
     ``downsample_type='merge'``).
 
@@ -405,10 +440,7 @@ class NAT(nn.Module):
         if downsample_type not in _DOWNSAMPLE_TYPES:
             raise ValueError(f'downsample_type: expected one of {_DOWNSAMPLE_TYPES}, got {downsample_type!r}')
 
-        self.num_classes = num_classes
         self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.output_fmt = 'NHWC'
         dims = [embed_dim * 2 ** i for i in range(num_stages)]
         self.num_features = dims[-1]
 
@@ -443,21 +475,8 @@ class NAT(nn.Module):
         self.stages = nn.Sequential(*stages)
 
         self.norm = norm_layer(self.num_features, **dd)
-        self.head = ClassifierHead(
-            self.num_features,
-            num_classes,
-            pool_type=global_pool,
-            drop_rate=drop_rate,
-            input_fmt=self.output_fmt,
-            **dd,
-        )
-        self.head_hidden_size = self.head.num_features  # pooled width (2x num_features for 'catavgmax')
+        self._init_head(num_classes, global_pool, drop_rate, **dd)
         named_apply(_init_weights, self)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """Relative position bias tables (``*.attn.rpb``) are excluded from weight decay."""
-        return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -476,18 +495,6 @@ class NAT(nn.Module):
         """Recompute each stage's blocks in the backward pass instead of storing activations."""
         for stage in self.stages:
             stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (``num_classes=0``: none); ``global_pool=None`` keeps the current pooling."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def forward_intermediates(
             self,
@@ -554,16 +561,9 @@ class NAT(nn.Module):
         x = self.stages(x)
         return self.norm(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``[B, H, W, C]`` -> pooled ``[B, head_hidden_size]`` (``pre_logits``) or logits ``[B, num_classes]``."""
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chans, H, W]`` -> logits ``[B, num_classes]``."""
-        return self.forward_head(self.forward_features(x))
 
 
-class NATIsotropic(nn.Module):
+class NATIsotropic(_NATBase):
     """Isotropic (ViT-like) NAT / DiNAT: patch-16 stem, ``depth`` NA blocks at one resolution, no class token.
 
     Input ``[B, in_chans, H, W]``; every block maps ``[B, ceil(H/16), ceil(W/16), embed_dim]`` to the same shape.
@@ -618,50 +618,21 @@ class NATIsotropic(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         dilations = (1,) * depth if dilations is None else tuple(dilations)
         _check_layer_dilations('dilations', dilations, depth)
-        self.num_classes = num_classes
         self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.output_fmt = 'NHWC'
         self.num_features = embed_dim
         self.grad_checkpointing = False
 
         self.stem = PatchStem(in_chans, embed_dim, patch_size, norm_layer, **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, depth)
-        self.blocks = nn.Sequential(*[
-            NATBlock(
-                embed_dim,
-                num_heads,
-                kernel_size=kernel_size,
-                dilation=dilations[i],
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                layer_scale_init_value=layer_scale_init_value,
-                proj_drop=proj_drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path=dpr[i],
-                act_layer=act_layer,
-                norm_layer=norm_layer,
-                **dd,
-            )
-            for i in range(depth)])
+        self.blocks = _make_blocks(embed_dim, num_heads, kernel_size, dilations, dpr, mlp_ratio=mlp_ratio,
+                                   qkv_bias=qkv_bias, layer_scale_init_value=layer_scale_init_value,
+                                   proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, act_layer=act_layer,
+                                   norm_layer=norm_layer, **dd)
         self.feature_info = [
             dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
         self.norm = norm_layer(embed_dim, **dd)
-        self.head = ClassifierHead(
-            embed_dim,
-            num_classes,
-            pool_type=global_pool,
-            drop_rate=drop_rate,
-            input_fmt=self.output_fmt,
-            **dd,
-        )
-        self.head_hidden_size = self.head.num_features  # pooled width (2x num_features for 'catavgmax')
+        self._init_head(num_classes, global_pool, drop_rate, **dd)
         named_apply(_init_weights, self)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """Relative position bias tables (``*.attn.rpb``) are excluded from weight decay."""
-        return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -672,18 +643,6 @@ class NATIsotropic(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the blocks in the backward pass instead of storing activations."""
         self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (``num_classes=0``: none); ``global_pool=None`` keeps the current pooling."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def forward_intermediates(
             self,
@@ -749,13 +708,6 @@ class NATIsotropic(nn.Module):
             x = self.blocks(x)
         return self.norm(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``[B, H, W, C]`` -> pooled ``[B, head_hidden_size]`` (``pre_logits``) or logits ``[B, num_classes]``."""
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chans, H, W]`` -> logits ``[B, num_classes]``."""
-        return self.forward_head(self.forward_features(x))
 
 
 # ----------------------------------------------------------------------------------------------------------------
