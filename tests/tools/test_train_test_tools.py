@@ -71,6 +71,19 @@ def test_train_then_test_checkpoint(folder, tmp_path):
     missing = run([TEST, DEMO, wd / 'nope.pth'], cwd=tmp_path, check=False)
     assert missing.returncode != 0 and 'does not exist' in missing.stdout
 
+    # a bare state dict of the network (what tools/convert_weights.py writes) evaluates the same
+    import torch
+    state = torch.load(wd / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
+    bare = {k[len('model.'):]: v for k, v in state.items() if k.startswith('model.')}
+    torch.save(bare, tmp_path / 'bare.pth')
+    out = run([TEST, DEMO, tmp_path / 'bare.pth', '--work-dir', tmp_path / 'wd_bare', '--data-root', folder,
+               '--cfg-options', 'test_dataloader.batch_size=4'], cwd=tmp_path).stdout
+    assert final(out)[0] == pytest.approx(top1, abs=1e-6)
+    bare.pop(next(iter(bare)))
+    torch.save(bare, tmp_path / 'partial.pth')
+    partial = run([TEST, DEMO, tmp_path / 'partial.pth', '--data-root', folder], cwd=tmp_path, check=False)
+    assert partial.returncode != 0 and 'does not fit' in partial.stdout
+
 
 KILL_HOOK = '''
 import os, signal
