@@ -26,7 +26,8 @@ from torch import nn
 
 from ._dispatch import add_attention_macs, get_backend
 
-__all__ = ['na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'flex_available']
+__all__ = ['na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'natten_fused_available',
+           'flex_available']
 
 IntOrTuple = Union[int, Sequence[int]]
 BoolOrTuple = Union[bool, Sequence[bool]]
@@ -446,19 +447,22 @@ def _na_flex(q, k, v, kernel, causal, rpb, scale):
 
 @functools.lru_cache(maxsize=None)
 def natten_available() -> bool:
-    """Whether NATTEN is installed with its compiled library (its fused CUDA kernels)."""
+    """Whether NATTEN is installed (``use_backend('natten')`` works; on CPU it is NATTEN's slow,
+    forward-only flex path)."""
     try:
-        import natten
+        import natten  # noqa: F401
     except ImportError:
         return False
-    has_lib = getattr(natten, 'HAS_LIBNATTEN', None)
-    if has_lib is None:
-        try:
-            from natten import _libnatten  # noqa: F401
-            has_lib = True
-        except ImportError:
-            has_lib = False
-    return bool(has_lib)
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def natten_fused_available() -> bool:
+    """Whether NATTEN's compiled library (its fused CUDA kernels) is present: only then does ``auto`` pick it."""
+    if not natten_available():
+        return False
+    import natten
+    return bool(getattr(natten, 'HAS_LIBNATTEN', False))
 
 
 def _na_natten(q, k, v, kernel, dil, causal, scale):
@@ -475,7 +479,7 @@ def _select_backend(q: torch.Tensor, rpb, dropout_p: float, op: str) -> str:
     requested = get_backend()
     if requested == 'auto':
         if q.is_cuda:
-            if natten_available() and rpb is None and dropout_p == 0:
+            if natten_fused_available() and rpb is None and dropout_p == 0:
                 return 'natten'
             # flex accumulates the RPB gradient with contended atomics (20-40x slower backward):
             # a trainable bias goes to the tiled path, whose gather backward is a scatter-add.
@@ -492,8 +496,7 @@ def _select_backend(q: torch.Tensor, rpb, dropout_p: float, op: str) -> str:
                              "use 'torch' or 'auto'")
     if requested == 'natten':
         if not natten_available():
-            raise RuntimeError(f"{op}: backend 'natten' needs NATTEN with its compiled library "
-                               "(pip install attnzoo[natten] on a CUDA machine)")
+            raise RuntimeError(f"{op}: backend 'natten' needs NATTEN installed (pip install attnzoo[natten])")
         if rpb is not None or dropout_p > 0:
             raise ValueError(f"{op}: backend 'natten' supports neither rpb nor dropout_p > 0; "
                              "use 'torch', 'flex' or 'auto'")

@@ -216,6 +216,22 @@ def test_backend_errors():
         with ops.use_backend('natten'):
             with pytest.raises(RuntimeError, match="backend 'natten' needs NATTEN"):
                 ops.na2d(q, k, v, 3)
+    with ops.use_backend('natten'):
+        with pytest.raises(ValueError, match="backend 'natten' supports neither rpb"):
+            ops.na2d(q, k, v, 3, rpb=rpb)
+
+
+@pytest.mark.parametrize('spatial,kernel,dilation,causal', [((13,), 5, 2, False), ((10, 12), 5, (2, 1), (False, True))])
+def test_forced_natten_backend_matches_reference(spatial, kernel, dilation, causal):
+    pytest.importorskip('natten', reason='natten is the optional fast path')
+    n = len(spatial)
+    q, k, v, _ = _inputs(spatial, dim=16, kernel=kernel, rpb=False)
+    with torch.no_grad():  # without NATTEN's compiled library its CPU path is forward-only
+        with ops.use_backend('natten'):
+            got = NA[n](q, k, v, kernel, dilation, causal)
+        with ops.use_backend('reference'):
+            expected = NA[n](q, k, v, kernel, dilation, causal)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_dropout_only_in_torch_and_reference_and_is_stochastic():
