@@ -1,0 +1,640 @@
+"""BiFormer (Bi-Level Routing Attention vision transformer), registered in timm.
+
+Paper: BiFormer: Vision Transformer with Bi-Level Routing Attention, Zhu et al., CVPR 2023 -
+https://arxiv.org/abs/2303.08810
+Official code and weights (MIT): https://github.com/rayleizhu/BiFormer
+
+One model class covers every released variant:
+
+* ``biformer_{tiny,small,base}`` (official ``models/biformer.py``): overlapping 3x3 conv + BN stem and downsamplers,
+  a residual 3x3 depthwise-conv position embedding before every block, MLP ratio 3.
+* ``biformer_stl`` (``models/biformer_stl.py``, Swin-Tiny layout): 4x4 patchify stem + BN, BN + 2x2 conv
+  downsamplers, no position-embedding conv, MLP ratio 4.
+* ``biformer_stl_nchw`` (``models/biformer_stl_nchw.py``): the same layout with the refactored NCHW attention
+  (``attn_layout='nchw'``): identical at 224 px; for maps not divisible by the region grid it pads q/k/v
+  (not the input) and routes on the unpadded region means, and its global attention adds LePE of v, not of x.
+
+Stages 1-3 use bi-level routing attention (``attnzoo.ops.routing_attention``): ``num_regions`` (the official
+``n_win``) regions per side, top-k 1/4/16, one routing per image shared by the heads, scale
+``dim ** -0.5`` (full channel count, a quirk the released weights depend on), LePE (5x5 depthwise conv) of v added
+before the output projection. Stage 4 is global attention with 8 heads (hard-coded in the official code), a
+bias-free qkv, ``head_dim ** -0.5`` and LePE of the attention input.
+
+Any input size works: where a map is not divisible by the region grid, the attention layer zero-pads its (normed)
+input bottom/right before qkv and crops after the projection, exactly as the official ``auto_pad`` path that the
+released detection/segmentation models use (padded tokens carry the qkv bias and are unmasked keys). At 224 px with
+7 regions (the classifiers) nothing is padded. Dense-prediction use sets ``num_regions=8`` (ADE20K) or 16 (COCO)
+as the official configs do.
+
+Feature maps are NCHW between blocks (as the official code); ``forward_features`` returns ``[B, C, H/32, W/32]``
+after the pre-head BatchNorm.
+
+Layout differences from the official code (``checkpoint_filter_fn`` converts): ``downsample_layers.0`` -> ``stem``,
+``downsample_layers.i`` -> ``stages.i.downsample``; ``stages.i.j`` -> ``stages.i.blocks.j``; ``attn.qkv.qkv`` /
+``attn.qkv_linear`` -> ``attn.qkv``; ``attn.wo`` / ``attn.output_linear`` -> ``attn.proj``; ``mlp.0`` / ``mlp.3``
+(``mlp.2`` in STL) -> ``mlp.fc1`` / ``mlp.fc2``; 1x1 conv weights of the NCHW variant -> Linear weights;
+``head`` -> ``head.fc``.
+"""
+import argparse
+import os
+import re
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, Mlp, get_device_dtype, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models._features import feature_take_indices
+
+from attnzoo.ops import routing_attention
+from attnzoo.ops.routing import _region_logits
+
+from .nat import check_image_batch
+
+__all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn']
+
+_ATTN_LAYOUTS = ('legacy', 'nchw')
+_STEM_TYPES = ('conv', 'patch')
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention layers
+# ----------------------------------------------------------------------------------------------------------------
+
+class BiLevelRoutingAttention(nn.Module):
+    """Bi-level routing attention with LePE, ``[B, H, W, C]`` -> ``[B, H, W, C]`` (channels-last).
+
+    Owns ``qkv`` (Linear C -> 3C, bias), ``lepe`` (depthwise ``side_dwconv`` conv on v) and ``proj``.
+    ``attn_layout='legacy'`` (official ``ops/bra_legacy.py``): maps not divisible by ``num_regions`` are zero-padded
+    bottom/right before ``qkv`` (with ``auto_pad``; without it they raise) and cropped after ``proj``.
+    ``attn_layout='nchw'`` (official ``ops/bra_nchw.py``): regions of ``floor(H / num_regions)`` tokens (so there
+    can be more than ``num_regions`` per side), q/k/v zero-padded after ``qkv``, routing on the region means of the
+    unpadded tokens (unscaled), LePE on the unpadded v.
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_regions: int = 7, topk: int = 4, side_dwconv: int = 5,
+                 auto_pad: bool = True, attn_layout: str = 'legacy', device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        if attn_layout not in _ATTN_LAYOUTS:
+            raise ValueError(f'attn_layout: expected one of {_ATTN_LAYOUTS}, got {attn_layout!r}')
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.num_regions, self.topk, self.auto_pad, self.attn_layout = num_regions, topk, auto_pad, attn_layout
+        self.scale = dim ** -0.5  # full channel count, as the released weights were trained with
+        self.qkv = nn.Linear(dim, 3 * dim, **dd)
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+
+    def _split(self, qkv: torch.Tensor):
+        B, H, W, _ = qkv.shape
+        return qkv.reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attn_layout == 'nchw':
+            return self._forward_nchw(x)
+        B, H, W, C = x.shape
+        s = self.num_regions
+        pad_b, pad_r = (s - H % s) % s, (s - W % s) % s
+        if pad_b or pad_r:
+            if not self.auto_pad:
+                raise ValueError(f'BiLevelRoutingAttention: the map ({H}x{W}) is not divisible by num_regions={s} '
+                                 f'and auto_pad is False')
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        Hp, Wp = H + pad_b, W + pad_r
+        q, k, v = self._split(self.qkv(x))
+        out = routing_attention(q, k, v, s, self.topk, scale=self.scale).reshape(B, Hp, Wp, C)
+        out = out + _nhwc(self.lepe(_nchw(v.reshape(B, Hp, Wp, C))))
+        out = self.proj(out)
+        if pad_b or pad_r:
+            out = out[:, :H, :W].contiguous()
+        return out
+
+    def _forward_nchw(self, x: torch.Tensor) -> torch.Tensor:
+        B, C = x.shape[0], x.shape[3]
+        H, W = int(x.shape[1]), int(x.shape[2])  # ints also under tracing (fvcore)
+        s = self.num_regions
+        if H < s or W < s:
+            raise ValueError(f'BiLevelRoutingAttention (nchw): the map ({H}x{W}) must be at least num_regions={s} '
+                             f'per side (regions are floor(H / num_regions) tokens)')
+        rh, rw = H // s, W // s
+        nh, nw = -(-H // rh), -(-W // rw)
+        q, k, v = self._split(self.qkv(x))
+        lepe = _nhwc(self.lepe(_nchw(v.reshape(B, H, W, C))))
+        pad_b, pad_r = nh * rh - H, nw * rw - W
+        if pad_b or pad_r:
+            # routing on the unpadded tokens' region means (avg_pool2d, ceil_mode, count_include_pad=False)
+            with torch.no_grad():
+                pool = dict(kernel_size=(rh, rw), ceil_mode=True, count_include_pad=False)
+                q_r = F.avg_pool2d(_nchw(q.detach().reshape(B, H, W, C)), **pool).flatten(2).transpose(1, 2)
+                k_r = F.avg_pool2d(_nchw(k.detach().reshape(B, H, W, C)), **pool).flatten(2).transpose(1, 2)
+                idx = torch.topk(_region_logits(q_r, k_r, 1.0), k=self.topk, dim=-1).indices
+            q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad_r, 0, pad_b)) for t in (q, k, v))
+            out = routing_attention(q, k, v, (nh, nw), self.topk, scale=self.scale, routing=idx)
+            out = out[:, :H, :W]
+        else:
+            out = routing_attention(q, k, v, (nh, nw), self.topk, scale=self.scale, routing_scale=1.0)
+        return self.proj(out.reshape(B, H, W, C) + lepe)
+
+    def extra_repr(self) -> str:
+        return (f'dim={self.dim}, num_heads={self.num_heads}, num_regions={self.num_regions}, topk={self.topk}, '
+                f'attn_layout={self.attn_layout!r}')
+
+
+class GlobalAttentionLePE(nn.Module):
+    """Stage-4 global multi-head attention with LePE, ``[B, H, W, C]`` -> ``[B, H, W, C]``.
+
+    Official ``AttentionLePE`` (``lepe_on='x'``: LePE of the attention input) or ``nchwAttentionLePE``
+    (``lepe_on='v'``). ``qkv`` has no bias; scale ``head_dim ** -0.5``; 8 heads in every released model.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, side_dwconv: int = 5, lepe_on: str = 'x', device=None,
+                 dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        if lepe_on not in ('x', 'v'):
+            raise ValueError(f"lepe_on: expected 'x' or 'v', got {lepe_on!r}")
+        self.dim, self.num_heads, self.head_dim, self.lepe_on = dim, num_heads, dim // num_heads, lepe_on
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False, **dd)
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
+        out = routing_attention(q, k, v, 1, 1, scale=self.scale).reshape(B, H, W, C)  # one region: global
+        lepe_in = x if self.lepe_on == 'x' else v.reshape(B, H, W, C)
+        return self.proj(out + _nhwc(self.lepe(_nchw(lepe_in))))
+
+    def extra_repr(self) -> str:
+        return f'dim={self.dim}, num_heads={self.num_heads}, lepe_on={self.lepe_on!r}'
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Blocks, stages
+# ----------------------------------------------------------------------------------------------------------------
+
+class BiFormerBlock(nn.Module):
+    """``x + pos_embed(x)`` (optional 3x3 depthwise conv), then pre-norm attention and MLP; NCHW in and out."""
+
+    def __init__(self, dim: int, num_heads: int, num_regions: int, topk: Optional[int], mlp_ratio: float = 3.,
+                 side_dwconv: int = 5, pos_embed_kernel: int = 3, global_heads: int = 8, auto_pad: bool = True,
+                 attn_layout: str = 'legacy', drop_path: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        # padding is hard-coded to 1 in the official code, whatever the kernel
+        self.pos_embed = nn.Conv2d(dim, dim, pos_embed_kernel, padding=1, groups=dim, **dd) \
+            if pos_embed_kernel > 0 else None
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        if topk is None or topk <= 0:
+            self.attn = GlobalAttentionLePE(dim, global_heads, side_dwconv,
+                                            lepe_on='v' if attn_layout == 'nchw' else 'x', **dd)
+        else:
+            self.attn = BiLevelRoutingAttention(dim, num_heads, num_regions, topk, side_dwconv, auto_pad,
+                                                attn_layout, **dd)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=nn.GELU, **dd)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(x)
+        x = _nhwc(x)
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return _nchw(x)
+
+
+def _downsample(kind: str, dim: int, out_dim: int, device=None, dtype=None) -> nn.Sequential:
+    dd = {'device': device, 'dtype': dtype}
+    if kind == 'conv':  # BiFormer: overlapping 3x3 stride-2 conv, BN
+        return nn.Sequential(nn.Conv2d(dim, out_dim, 3, stride=2, padding=1, **dd), nn.BatchNorm2d(out_dim, **dd))
+    return nn.Sequential(nn.BatchNorm2d(dim, **dd), nn.Conv2d(dim, out_dim, 2, stride=2, **dd))  # STL: BN, 2x2
+
+
+class BiFormerStage(nn.Module):
+    """Optional downsampler, then blocks; NCHW in and out."""
+
+    def __init__(self, dim: int, out_dim: int, depth: int, downsample: Optional[str], drop_path: Sequence[float],
+                 **block_kwargs):
+        super().__init__()
+        dd = {'device': block_kwargs.get('device'), 'dtype': block_kwargs.get('dtype')}
+        self.grad_checkpointing = False
+        self.downsample = _downsample(downsample, dim, out_dim, **dd) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[BiFormerBlock(out_dim, drop_path=drop_path[i], **block_kwargs)
+                                      for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------
+
+class BiFormer(nn.Module):
+    """BiFormer / BiFormer-STL. Input ``[B, in_chans, H, W]``; stage ``i`` maps ``[B, embed_dims[i], H/2^(i+2),
+    W/2^(i+2)]`` (NCHW)."""
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dims: Sequence[int] = (64, 128, 256, 512),
+            depths: Sequence[int] = (2, 2, 8, 2),
+            head_dim: int = 32,
+            num_regions: int = 7,
+            topks: Sequence[Optional[int]] = (1, 4, 16, -2),
+            mlp_ratios: Union[float, Sequence[float]] = 3.,
+            side_dwconv: int = 5,
+            pos_embed_kernel: int = 3,
+            global_heads: int = 8,
+            stem_type: str = 'conv',
+            attn_layout: str = 'legacy',
+            auto_pad: bool = True,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        """
+        Args:
+            in_chans: Input image channels.
+            num_classes: Classifier outputs (0: no classifier).
+            global_pool: Head pooling ('avg', 'max', 'avgmax', 'catavgmax', '').
+            embed_dims: Channels per stage.
+            depths: Blocks per stage.
+            head_dim: Head width of the routing-attention stages (heads = dim // head_dim).
+            num_regions: Regions per side of the routing (official ``n_win``: 7 for ImageNet, 8 ADE20K, 16 COCO).
+            topks: Routed regions per stage; None or <= 0 means global attention with LePE (the official -2/-1).
+            mlp_ratios: MLP hidden width / dim (one value or one per stage).
+            side_dwconv: LePE depthwise kernel.
+            pos_embed_kernel: Kernel of the per-block depthwise position-embedding conv (0: none, as in STL).
+            global_heads: Heads of the global-attention stages (8, hard-coded in the official code).
+            stem_type: 'conv' (two 3x3 stride-2 convs with BN/GELU; 3x3 stride-2 conv + BN downsamplers) or 'patch'
+                (STL: 4x4 patchify conv + BN; BN + 2x2 conv downsamplers).
+            attn_layout: 'legacy' (``bra_legacy.py``) or 'nchw' (``bra_nchw.py`` + ``nchwAttentionLePE``).
+            auto_pad: Pad maps not divisible by the region grid (else raise).
+            drop_rate: Dropout before the classifier.
+            drop_path_rate: Stochastic depth, linear from 0 over all blocks.
+        """
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        num_stages = len(depths)
+        for name, value in (('embed_dims', embed_dims), ('topks', topks)):
+            if len(value) != num_stages:
+                raise ValueError(f'{name}: expected one value per stage ({num_stages} stages from depths='
+                                 f'{list(depths)}), got {len(value)}: {list(value)}')
+        if stem_type not in _STEM_TYPES:
+            raise ValueError(f'stem_type: expected one of {_STEM_TYPES}, got {stem_type!r}')
+        if attn_layout not in _ATTN_LAYOUTS:
+            raise ValueError(f'attn_layout: expected one of {_ATTN_LAYOUTS}, got {attn_layout!r}')
+        mlp_ratios = tuple(mlp_ratios) if isinstance(mlp_ratios, (list, tuple)) else (mlp_ratios,) * num_stages
+        for i, (dim, topk) in enumerate(zip(embed_dims, topks)):
+            if topk is not None and topk > 0:
+                if dim % head_dim:
+                    raise ValueError(f'embed_dims[{i}]={dim} must be divisible by head_dim={head_dim}')
+                if topk > num_regions ** 2:
+                    raise ValueError(f'topks[{i}]={topk} must be <= num_regions**2 = {num_regions ** 2}')
+            elif dim % global_heads:
+                raise ValueError(f'embed_dims[{i}]={dim} must be divisible by global_heads={global_heads}')
+
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.output_fmt = 'NCHW'
+        self.num_features = embed_dims[-1]
+        d0 = embed_dims[0]
+        if stem_type == 'conv':
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_chans, d0 // 2, 3, stride=2, padding=1, **dd), nn.BatchNorm2d(d0 // 2, **dd), nn.GELU(),
+                nn.Conv2d(d0 // 2, d0, 3, stride=2, padding=1, **dd), nn.BatchNorm2d(d0, **dd))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, d0, 4, stride=4, **dd), nn.BatchNorm2d(d0, **dd))
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stages, self.feature_info, cur = [], [], 0
+        for i in range(num_stages):
+            stages.append(BiFormerStage(
+                embed_dims[max(i - 1, 0)], embed_dims[i], depths[i],
+                downsample=(stem_type if i > 0 else None),
+                drop_path=dpr[cur:cur + depths[i]],
+                num_heads=embed_dims[i] // head_dim if embed_dims[i] % head_dim == 0 else 1,
+                num_regions=num_regions, topk=topks[i], mlp_ratio=mlp_ratios[i], side_dwconv=side_dwconv,
+                pos_embed_kernel=pos_embed_kernel, global_heads=global_heads, auto_pad=auto_pad,
+                attn_layout=attn_layout, **dd))
+            cur += depths[i]
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.BatchNorm2d(self.num_features, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                   input_fmt='NCHW', **dd)
+        self.head_hidden_size = self.head.num_features
+        named_apply(_init_weights, self)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """None: the official ``{'pos_embed', 'cls_token'}`` names match nothing (1-d params are excluded by timm's
+        optimizer factory anyway)."""
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (``num_classes=0``: none); ``global_pool=None`` keeps the current pooling."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
+        self.head_hidden_size = self.head.num_features
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Per-stage maps (each stage's output, before the pre-head BatchNorm, as the official det/seg backbones).
+
+        Args:
+            x: Images ``[B, in_chans, H, W]``.
+            indices: Stages to return: last ``n`` if int, these (negative allowed) if a list, all if None.
+            norm: Apply the pre-head BatchNorm to the last stage's map when it is returned.
+            stop_early: Stop after the last requested stage.
+            output_fmt: 'NCHW' or 'NHWC'.
+            intermediates_only: Return only the list of maps.
+
+        Returns:
+            The list of maps, or ``(final_features [B, C, H/32, W/32], maps)``.
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt: expected 'NCHW' or 'NHWC', got {output_fmt!r}")
+        check_image_batch(x, self.in_chans)
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        num_stages = len(self.stages)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        intermediates = []
+        x = self.stem(x)
+        i = 0
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                x_inter = self.norm(x) if norm and i == num_stages - 1 else x
+                intermediates.append(x_inter if output_fmt == 'NCHW' else _nhwc(x_inter).contiguous())
+        if intermediates_only:
+            return intermediates
+        if i == num_stages - 1:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages after the last one in ``indices`` (and norm / head); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, in_chans, H, W]`` -> ``[B, num_features, H/32, W/32]`` after the pre-head BatchNorm."""
+        check_image_batch(x, self.in_chans)
+        return self.norm(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(module: nn.Module, name: str = '') -> None:
+    """Official init: Linear trunc_normal(std=.02) with zero bias; LayerNorm 1/0; convs and BN keep PyTorch's."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Official checkpoint conversion
+# ----------------------------------------------------------------------------------------------------------------
+
+_WRAPPER_KEYS = ('model', 'state_dict', 'model_ema')
+_RENAMES = (
+    (r'^downsample_layers\.0\.', 'stem.'),
+    (r'^downsample_layers\.(\d+)\.', r'stages.\1.downsample.'),
+    (r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.'),  # biformer.py: a stage is a Sequential of blocks
+    (r'\.attn\.qkv\.qkv\.', '.attn.qkv.'),
+    (r'\.attn\.qkv_linear\.', '.attn.qkv.'),
+    (r'\.attn\.(?:wo|output_linear)\.', '.attn.proj.'),
+    (r'\.mlp\.0\.', '.mlp.fc1.'),
+    (r'\.mlp\.[23]\.', '.mlp.fc2.'),  # mlp.3 (biformer.py: Identity at 1, GELU at 2), mlp.2 (STL)
+    (r'^head\.(weight|bias)$', r'head.fc.\1'),
+)
+
+
+def _unwrap_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    while True:
+        key = next((k for k in _WRAPPER_KEYS if isinstance(state_dict.get(k), dict)), None)
+        if key is None:
+            return state_dict
+        state_dict = state_dict[key]
+
+
+def _rename_key(key: str) -> str:
+    for pattern, replacement in _RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Convert an official BiFormer / BiFormer-STL / BiFormer-STL-nchw checkpoint to this model's keys.
+
+    Accepts ``{'model': ...}`` (the releases; ``'model'`` wins over ``'model_ema'``), ``'state_dict'`` wrappers
+    and bare state dicts; the identity on this module's own format. 1x1 conv weights (NCHW variant) become Linear
+    weights. ``num_batches_tracked`` buffers pass through. Classifier keys pass even without a classifier.
+
+    Raises:
+        ValueError: listing every key that does not map onto ``model`` (e.g. the det/seg ``extra_norms.*``).
+    """
+    state_dict = _unwrap_state_dict(state_dict)
+    model_state = model.state_dict()
+    out, unmapped = {}, []
+    for key, value in state_dict.items():
+        new_key = _rename_key(key)
+        target = model_state.get(new_key)
+        if target is not None and value.ndim == 4 and target.ndim == 2:
+            value = value.flatten(1)  # 1x1 conv -> Linear
+        if target is None and not new_key.startswith('head.fc.'):
+            unmapped.append(key if key == new_key else f'{key} (-> {new_key})')
+        out[new_key] = value
+    if unmapped:
+        raise ValueError(
+            f'state_dict: {len(unmapped)} key(s) do not map onto {type(model).__name__} (a checkpoint of another '
+            f'variant, or a detection/segmentation backbone with extra_norms?): {unmapped}')
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Builders, pretrained configs, registered variants
+# ----------------------------------------------------------------------------------------------------------------
+
+def load_official_checkpoint(path: str) -> Dict[str, Any]:
+    """``torch.load`` an official file with ``weights_only=True``, allowing the ``argparse.Namespace`` that DeiT-style
+    training scripts store under ``'args'``."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _resolve_pretrained(variant: str, kwargs: Dict[str, Any]) -> None:
+    """Turn ``pretrained=True`` into a ``state_dict`` overlay: the official URLs all end in ``/root/content``, so
+    timm's URL cache would store every variant under one file name; download to ``<variant>.pth`` instead, and
+    read local files (``pretrained_cfg_overlay=dict(file=...)``) with the official checkpoint's Namespace allowed."""
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    if overlay.get('state_dict') is not None:
+        return
+    path = overlay.get('file')
+    if not path:
+        cfg = kwargs.get('pretrained_cfg')
+        tag = variant if cfg is None else None
+        from timm.models import get_pretrained_cfg
+        cfg = get_pretrained_cfg(tag) if cfg is None else cfg
+        url = overlay.get('url') or (cfg.url if hasattr(cfg, 'url') else cfg.get('url'))
+        if not url:
+            return
+        name = (cfg.tag if hasattr(cfg, 'tag') and cfg.tag else 'in1k')
+        hub_dir = os.path.join(torch.hub.get_dir(), 'checkpoints')
+        os.makedirs(hub_dir, exist_ok=True)
+        path = os.path.join(hub_dir, f'{variant}_{name}.pth')
+        if not os.path.exists(path):
+            torch.hub.download_url_to_file(url, path, progress=True)
+    overlay['state_dict'] = load_official_checkpoint(path)
+    kwargs['pretrained_cfg_overlay'] = overlay
+
+
+def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
+    """Build a variant. ``features_only=True`` uses timm's getter (NCHW maps from ``forward_intermediates``,
+    trailing stages pruned)."""
+    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (2, 2, 8, 2))))))
+    if pretrained:
+        _resolve_pretrained(variant, kwargs)
+    return build_model_with_cfg(
+        BiFormer, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=out_indices),
+        **kwargs)
+
+
+_ONEDRIVE = 'https://api.onedrive.com/v1.0/shares/{}/root/content'
+
+
+def _cfg(share: str, **kwargs) -> Dict[str, Any]:
+    return {
+        'url': _ONEDRIVE.format(share),
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.0', 'classifier': 'head.fc',
+        'license': 'mit', 'origin_url': 'https://github.com/rayleizhu/BiFormer',
+        'paper_ids': 'arXiv:2303.08810', 'paper_name': 'BiFormer: Vision Transformer with Bi-Level Routing Attention',
+        'notes': ('Official OneDrive share links (fragile, see weights.md); files are {"model": state_dict}. '
+                  'Use pretrained_cfg_overlay=dict(file=...) with a local copy.',),
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'biformer_tiny.in1k': _cfg('s!AkBbczdRlZvChHEOoGkgwgQzEDlM'),
+    'biformer_small.in1k': _cfg('s!AkBbczdRlZvChHDyM-x9KWRBZ832'),
+    'biformer_base.in1k': _cfg('s!AkBbczdRlZvChHI_XPhoadjaNxtO'),
+    'biformer_stl.in1k': _cfg('s!AkBbczdRlZvChSf-m7ujkvx9lIQ1'),
+    'biformer_stl_nchw.in1k': _cfg('s!AkBbczdRlZvChWYrKbWbMgqd2Ai0'),
+})
+
+# Architectures (official models/biformer*.py); drop-path rates are left to the training configs.
+_BIFORMER = dict(head_dim=32, num_regions=7, topks=(1, 4, 16, -2), mlp_ratios=3., side_dwconv=5, pos_embed_kernel=3)
+_TINY = dict(depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512), **_BIFORMER)
+_SMALL = dict(depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512), **_BIFORMER)
+_BASE = dict(depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768), **_BIFORMER)
+_STL = dict(depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), head_dim=32, num_regions=7, topks=(1, 4, 16, -2),
+            mlp_ratios=4., side_dwconv=5, pos_embed_kernel=0, stem_type='patch')
+
+
+@register_model
+def biformer_tiny(pretrained: bool = False, **kwargs) -> BiFormer:
+    return _create_biformer('biformer_tiny', pretrained, **{**_TINY, **kwargs})
+
+
+@register_model
+def biformer_small(pretrained: bool = False, **kwargs) -> BiFormer:
+    return _create_biformer('biformer_small', pretrained, **{**_SMALL, **kwargs})
+
+
+@register_model
+def biformer_base(pretrained: bool = False, **kwargs) -> BiFormer:
+    return _create_biformer('biformer_base', pretrained, **{**_BASE, **kwargs})
+
+
+@register_model
+def biformer_stl(pretrained: bool = False, **kwargs) -> BiFormer:
+    """BiFormer in Swin-Tiny's layout (the paper's ablation model)."""
+    return _create_biformer('biformer_stl', pretrained, **{**_STL, **kwargs})
+
+
+@register_model
+def biformer_stl_nchw(pretrained: bool = False, **kwargs) -> BiFormer:
+    """BiFormer-STL with the refactored NCHW attention (its own checkpoint: stage 4 adds LePE of v, not of x)."""
+    return _create_biformer('biformer_stl_nchw', pretrained, **{**_STL, 'attn_layout': 'nchw', **kwargs})

@@ -1,0 +1,346 @@
+"""Bi-level routing attention (BRA), the attention of BiFormer (Zhu et al., CVPR 2023).
+
+Semantics are those of the official ``ops/bra_legacy.py`` (and so of the released weights), on a map of
+``H x W`` tokens split into ``Sh x Sw`` regions of ``rh x rw = H/Sh x W/Sw`` tokens (``num_regions``
+is the number of regions *per side*, the official ``n_win``; regions are numbered row-major):
+
+1. Region descriptors: the mean of q and of k over each region's tokens, on the full channel vector
+   (all heads concatenated head-major, ``c = head * head_dim + d``). They are **detached**.
+2. Routing: ``logits = (q_r * scale) @ k_r^T`` (``[B, R, R]``, ``R = Sh*Sw``); every query region keeps
+   its ``topk`` highest-scoring key regions. One routing graph per image, **shared by all heads**; the
+   routing softmax is never used and nothing is learned.
+3. Token attention: each query token attends, per head, to every token of its region's ``topk``
+   routed regions with a plain softmax of ``q . k * scale``. No bias, no mask, no dropout. BiFormer
+   passes ``scale = (heads * head_dim) ** -0.5`` (the full channel count), not ``head_dim ** -0.5``.
+
+``topk == R`` is plain global attention (softmax is invariant to the key order), which is how the
+BiFormer models run their stage-4 attention through this op with ``num_regions=1, topk=1``.
+
+Backends (``attnzoo.ops.use_backend``):
+    reference  the official gather: fused K/V copied ``topk`` times, then matmul / softmax / matmul.
+    torch      CPU default. ``topk == R``: one SDPA call; ``topk == 1``: a 1x gather; when the routed
+               keys are at least a quarter of the map: SDPA with the routing as a boolean mask on
+               region-major tokens (no K/V copy); otherwise the gather, into SDPA.
+    flex       CUDA: tokens region-major, the routing as a per-image ``BlockMask`` built from the
+               routing indices (blocks of 128 tokens), and the same routing in ``mask_mod`` (flex's eager
+               path ignores block sparsity, so a block mask alone would silently run dense). Never copies
+               K/V.
+
+Tensor layout: ``[B, H, W, heads, head_dim]`` (heads-last, as ``attnzoo.ops.na2d``).
+"""
+import functools
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from ._dispatch import add_attention_macs, get_backend
+from .neighborhood import _compiled_flex_attention, flex_available
+
+__all__ = ['routing_attention', 'region_routing']
+
+IntOrPair = Union[int, Sequence[int]]
+
+# flex block size (tokens); the routing is exact through mask_mod whatever the region size.
+FLEX_BLOCK_SIZE = 128
+# torch backend: run dense masked SDPA instead of the gather when the routed keys are at least this fraction of
+# the map (<= 4x the gathered FLOPs, e.g. BiFormer stage 3 at 224: 16 of 49 regions).
+_DENSE_FRACTION = 0.25
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checking
+# ---------------------------------------------------------------------------------------------
+
+def _pair(value: IntOrPair, name: str) -> Tuple[int, int]:
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise TypeError(f'{name} must be an int or a pair of ints (regions per side), got {value!r}')
+    if any(v < 1 for v in values):
+        raise ValueError(f'{name} must be >= 1 (regions per side), got {value!r}')
+    return values
+
+
+def _check_inputs(q, k, v, num_regions, topk, op: str = 'routing_attention') -> Tuple[int, int]:
+    for name, t in (('q', q), ('k', k), ('v', v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f'{op}: {name} must be a torch.Tensor, got {type(t).__name__}')
+        if t.dim() != 5:
+            raise ValueError(f'{op}: {name} must have 5 dims [B, H, W, heads, head_dim], got shape {tuple(t.shape)}')
+        if not t.is_floating_point():
+            raise TypeError(f'{op}: {name} must be a floating-point tensor, got {t.dtype}')
+    if k.shape != q.shape:
+        raise ValueError(f'{op}: k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}')
+    if v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f'{op}: v must match q on every dim but head_dim: q {tuple(q.shape)}, v {tuple(v.shape)}')
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f'{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
+    if not (q.device == k.device == v.device):
+        raise ValueError(f'{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}')
+    sh, sw = _pair(num_regions, 'num_regions')
+    H, W = int(q.shape[1]), int(q.shape[2])
+    if H % sh or W % sw:
+        raise ValueError(
+            f'{op}: the map ({H}x{W}) must be divisible by num_regions={num_regions!r} (regions per side); pad it '
+            f'to a multiple first (BiFormer\'s attention layer zero-pads its input, as the released weights expect)')
+    regions = sh * sw
+    if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= regions:
+        raise ValueError(f'{op}: topk must be an int in [1, num_regions**2 = {regions}], got {topk!r}')
+    return sh, sw
+
+
+# ---------------------------------------------------------------------------------------------
+# Region-major layout and routing
+# ---------------------------------------------------------------------------------------------
+
+def _to_regions(x: torch.Tensor, sh: int, sw: int) -> torch.Tensor:
+    """``[B, H, W, h, D]`` -> ``[B, R, T, h, D]`` (regions row-major, tokens row-major inside a region)."""
+    B, H, W, h, D = x.shape
+    x = x.reshape(B, sh, H // sh, sw, W // sw, h, D).permute(0, 1, 3, 2, 4, 5, 6)
+    return x.reshape(B, sh * sw, (H // sh) * (W // sw), h, D)
+
+
+def _from_regions(x: torch.Tensor, sh: int, sw: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of ``_to_regions``."""
+    B, _, _, h, D = x.shape
+    x = x.reshape(B, sh, sw, H // sh, W // sw, h, D).permute(0, 1, 3, 2, 4, 5, 6)
+    return x.reshape(B, H, W, h, D)
+
+
+def _region_logits(q_r: torch.Tensor, k_r: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(q_r * scale) @ k_r^T`` on ``[B, R, C]``. Under tracing (fvcore) it is written as a broadcast product so
+    that FLOP counters do not count it a second time: the op reports its MACs itself."""
+    q_r = q_r * scale
+    if torch.jit.is_tracing():
+        return (q_r.unsqueeze(2) * k_r.unsqueeze(1)).sum(-1)
+    return q_r @ k_r.transpose(-1, -2)
+
+
+def region_routing(q: torch.Tensor, k: torch.Tensor, num_regions: IntOrPair, topk: int,
+                   scale: Optional[float] = None) -> torch.Tensor:
+    """BiFormer's routing alone: indices ``[B, R, topk]`` of the key regions each query region attends to.
+
+    Args:
+        q, k: ``[B, H, W, heads, head_dim]``; H, W divisible by ``num_regions``.
+        num_regions: regions per side (int or ``(Sh, Sw)``); ``R = Sh * Sw``.
+        topk: routed regions per query region, ``1 <= topk <= R``.
+        scale: multiplies the region-mean q before the product (default ``(heads*head_dim) ** -0.5``, as the
+            official code; it does not change the ranking except through rounding).
+    """
+    sh, sw = _check_inputs(q, k, k, num_regions, topk, 'region_routing')
+    if scale is None:
+        scale = (q.shape[-2] * q.shape[-1]) ** -0.5
+    return _route(q, k, sh, sw, topk, scale)
+
+
+def _route(q, k, sh, sw, topk, scale) -> torch.Tensor:
+    with torch.no_grad():
+        B, H, W, h, D = q.shape
+        q_r = q.detach().reshape(B, sh, H // sh, sw, W // sw, h * D).mean((2, 4)).reshape(B, sh * sw, h * D)
+        k_r = k.detach().reshape(B, sh, H // sh, sw, W // sw, h * D).mean((2, 4)).reshape(B, sh * sw, h * D)
+        return torch.topk(_region_logits(q_r, k_r, scale), k=topk, dim=-1).indices
+
+
+def _routed_mask(idx: torch.Tensor, regions: int) -> torch.Tensor:
+    """``[B, R, topk]`` indices -> ``[B, R, R]`` bool adjacency (query region, key region)."""
+    mask = torch.zeros(*idx.shape[:2], regions, dtype=torch.bool, device=idx.device)
+    return mask.scatter_(-1, idx, torch.ones_like(idx, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------------------------------------
+# reference backend: the official fused K/V gather (topk-fold copy)
+# ---------------------------------------------------------------------------------------------
+
+def _routing_reference(q, k, v, idx, sh, sw, scale):
+    B, H, W, h, Dk = q.shape
+    Dv = v.shape[-1]
+    R, T, topk = sh * sw, (H // sh) * (W // sw), idx.shape[-1]
+    q_reg = _to_regions(q, sh, sw)  # [B, R, T, h, Dk]
+    kv = torch.cat([_to_regions(k, sh, sw).flatten(-2), _to_regions(v, sh, sw).flatten(-2)], -1)  # [B, R, T, C]
+    C = kv.shape[-1]
+    kv_sel = torch.gather(kv.unsqueeze(1).expand(B, R, R, T, C), 2,
+                          idx.view(B, R, topk, 1, 1).expand(B, R, topk, T, C))  # [B, R, topk, T, C]: a real copy
+    k_sel, v_sel = kv_sel.split([h * Dk, h * Dv], -1)
+    k_sel = k_sel.reshape(B * R, topk * T, h, Dk).permute(0, 2, 3, 1)  # [BR, h, Dk, topk*T]
+    v_sel = v_sel.reshape(B * R, topk * T, h, Dv).transpose(1, 2)  # [BR, h, topk*T, Dv]
+    q_reg = q_reg.reshape(B * R, T, h, Dk).transpose(1, 2)  # [BR, h, T, Dk]
+    attn = ((q_reg * scale) @ k_sel).softmax(-1)
+    out = (attn @ v_sel).transpose(1, 2).reshape(B, R, T, h, Dv)
+    return _from_regions(out, sh, sw, H, W)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch backend
+# ---------------------------------------------------------------------------------------------
+
+def _full_attention(q, k, v, scale):
+    B, H, W, h, Dk = q.shape
+    out = F.scaled_dot_product_attention(q.reshape(B, H * W, h, Dk).transpose(1, 2),
+                                         k.reshape(B, H * W, h, Dk).transpose(1, 2),
+                                         v.reshape(B, H * W, h, v.shape[-1]).transpose(1, 2), scale=scale)
+    return out.transpose(1, 2).reshape(B, H, W, h, v.shape[-1])
+
+
+def _routing_torch(q, k, v, idx, sh, sw, scale):
+    B, H, W, h, Dk = q.shape
+    Dv = v.shape[-1]
+    R, T, topk = sh * sw, (H // sh) * (W // sw), idx.shape[-1]
+
+    def heads_first(x):  # [B, R, T, h, D] -> [B, h, R*T, D]
+        return x.reshape(B, R * T, h, x.shape[-1]).transpose(1, 2)
+
+    q_reg, k_reg, v_reg = (_to_regions(t, sh, sw) for t in (q, k, v))
+    if topk == 1 or topk < _DENSE_FRACTION * R:
+        # gather the routed regions' K/V (a topk-fold copy for topk > 1), one SDPA call per query region
+        flat = (idx + torch.arange(B, device=idx.device).view(B, 1, 1) * R).reshape(-1)  # [B*R*topk]
+        k_sel = k_reg.reshape(B * R, T, h, Dk).index_select(0, flat).reshape(B * R, topk * T, h, Dk)
+        v_sel = v_reg.reshape(B * R, T, h, Dv).index_select(0, flat).reshape(B * R, topk * T, h, Dv)
+        out = F.scaled_dot_product_attention(q_reg.reshape(B * R, T, h, Dk).transpose(1, 2),
+                                             k_sel.transpose(1, 2), v_sel.transpose(1, 2), scale=scale)
+        out = out.transpose(1, 2).reshape(B, R, T, h, Dv)
+    else:
+        # dense attention over region-major tokens, the routing as a boolean mask: no K/V copy
+        routed = _routed_mask(idx, R)
+        mask = routed[:, :, None, :, None].expand(B, R, T, R, T).reshape(B, 1, R * T, R * T)
+        out = F.scaled_dot_product_attention(heads_first(q_reg), heads_first(k_reg), heads_first(v_reg),
+                                             attn_mask=mask, scale=scale)
+        out = out.transpose(1, 2).reshape(B, R, T, h, Dv)
+    return _from_regions(out, sh, sw, H, W)
+
+
+# ---------------------------------------------------------------------------------------------
+# flex backend: region-major tokens, routing as a per-image block mask + mask_mod (CUDA)
+# ---------------------------------------------------------------------------------------------
+
+def flex_routing_block_mask(idx: torch.Tensor, regions: int, region_tokens: int,
+                            block_size: int = FLEX_BLOCK_SIZE):
+    """The routing ``idx [B, R, topk]`` as a flex ``BlockMask`` over ``R * region_tokens`` region-major tokens.
+
+    Blocks of ``block_size`` tokens; a block pair is *full* when every token pair in it is routed, *partial*
+    when some are, absent otherwise. ``mask_mod`` encodes the exact routing (token region = index //
+    ``region_tokens``), so the result is exact for any region size, also in flex's eager path (which
+    evaluates only ``mask_mod``).
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+    B = idx.shape[0]
+    R, T = regions, region_tokens
+    N = R * T
+    nb = -(-N // block_size)
+    device = idx.device
+    routed = _routed_mask(idx, R)
+    # tokens of region r inside block i: overlap [nb, R]
+    starts = torch.arange(nb, device=device) * block_size
+    r0 = torch.arange(R, device=device) * T
+    overlap = ((torch.minimum(starts[:, None] + block_size, r0[None] + T) - torch.maximum(starts[:, None], r0[None]))
+               .clamp(min=0).to(torch.float64))
+    routed_pairs = overlap @ routed.to(torch.float64) @ overlap.T  # [B, nb, nb] routed token pairs per block pair
+    block_tokens = overlap.sum(1)
+    full = routed_pairs == block_tokens[:, None] * block_tokens[None, :]
+    partial = (routed_pairs > 0) & ~full
+
+    def to_indices(adj):  # [B, nb, nb] bool -> counts [B, 1, nb], indices [B, 1, nb, nb] (present blocks first)
+        counts = adj.sum(-1, dtype=torch.int32)
+        order = torch.argsort((~adj).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        return counts[:, None], order[:, None]
+
+    kv_num, kv_idx = to_indices(partial)
+    full_num, full_idx = to_indices(full)
+
+    def mask_mod(b, h, q_idx, kv_idx_):
+        qr = torch.clamp(q_idx // T, max=R - 1)
+        kr = torch.clamp(kv_idx_ // T, max=R - 1)
+        return routed[b, qr, kr]
+
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size, mask_mod=mask_mod,
+                                    seq_lengths=(N, N))
+
+
+def _routing_flex(q, k, v, idx, sh, sw, scale, compiled: bool = True):
+    B, H, W, h, Dk = q.shape
+    Dv = v.shape[-1]
+    R, T = sh * sw, (H // sh) * (W // sw)
+
+    def heads_first(x):
+        return _to_regions(x, sh, sw).reshape(B, R * T, h, x.shape[-1]).transpose(1, 2)
+
+    block_mask = flex_routing_block_mask(idx, R, T)
+    if compiled:
+        fn = _compiled_flex_attention()
+    else:
+        from torch.nn.attention.flex_attention import flex_attention as fn
+    out = fn(heads_first(q), heads_first(k), heads_first(v), block_mask=block_mask, scale=scale)
+    return _from_regions(out.transpose(1, 2).reshape(B, R, T, h, Dv), sh, sw, H, W)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functional API
+# ---------------------------------------------------------------------------------------------
+
+def _select_backend(q: torch.Tensor) -> str:
+    requested = get_backend()
+    if requested == 'auto':
+        return 'flex' if q.is_cuda and flex_available() else 'torch'
+    if requested == 'flex' and (not q.is_cuda or not flex_available()):
+        raise RuntimeError(f"routing_attention: backend 'flex' runs on CUDA tensors only (got device {q.device}); "
+                           "use 'torch' or 'auto'")
+    if requested == 'natten':
+        raise ValueError("routing_attention: backend 'natten' has no routing attention; "
+                         "use 'reference', 'torch', 'flex' or 'auto'")
+    return requested
+
+
+def routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_regions: IntOrPair, topk: int,
+                      scale: Optional[float] = None, return_indices: bool = False,
+                      routing: Optional[torch.Tensor] = None, routing_scale: Optional[float] = None,
+                      ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """Bi-level routing attention (BiFormer, official legacy semantics; see the module docstring).
+
+    Args:
+        q, k: ``[B, H, W, heads, head_dim]``; v: ``[B, H, W, heads, head_dim_v]``. H and W must be divisible by
+            ``num_regions`` (pad first: BiFormer pads its layer input, not q/k/v).
+        num_regions: regions per side, int or ``(Sh, Sw)`` (the official ``n_win``); ``R = Sh * Sw``.
+        topk: routed key regions per query region, ``1 <= topk <= R``.
+        scale: logit scale of both the routing and the token attention; default ``(heads * head_dim) ** -0.5``
+            (BiFormer's, full channel count).
+        routing: optional precomputed routing ``[B, R, topk]`` (int64 key-region indices) used instead of the
+            region-mean routing (e.g. BiFormer-nchw routes on the means of the unpadded tokens).
+        routing_scale: scale of the routing logits (default ``scale``; the refactored nchw BiFormer uses 1).
+        return_indices: also return the routing ``[B, R, topk]`` (int64, region indices row-major; for
+            ``topk == R`` the routing is not computed and ``arange(R)`` is returned).
+
+    Returns:
+        ``[B, H, W, heads, head_dim_v]``, or ``(output, indices)``.
+
+    MACs reported to ``attnzoo.ops.count_attention_macs`` are what fvcore counts on the official code: the
+    routing product ``B*R*R*heads*head_dim`` (when ``topk < R``) and the token attention
+    ``B*H*W*topk*T*heads*(head_dim + head_dim_v)`` with ``T = H*W/R`` tokens per region.
+    """
+    sh, sw = _check_inputs(q, k, v, num_regions, topk)
+    B, H, W, h, Dk = q.shape
+    R, T = sh * sw, (H // sh) * (W // sw)
+    if scale is None:
+        scale = (h * Dk) ** -0.5
+    add_attention_macs(B * H * W * topk * T * h * (Dk + v.shape[-1]) + (B * R * R * h * Dk if topk < R else 0))
+    backend = _select_backend(q)
+    if routing is not None:
+        if routing.shape != (B, R, topk) or routing.dtype != torch.int64 or routing.device != q.device:
+            raise ValueError(f'routing_attention: routing must be an int64 tensor of shape [B, R, topk] = '
+                             f'{(B, R, topk)} on {q.device}, got {tuple(routing.shape)} {routing.dtype} {routing.device}')
+        if backend == 'reference':
+            out = _routing_reference(q, k, v, routing, sh, sw, scale)
+        elif topk == R:
+            out = _full_attention(q, k, v, scale)
+        else:
+            fn = {'torch': _routing_torch, 'flex': _routing_flex}[backend]
+            out = fn(q, k, v, routing, sh, sw, scale)
+        return (out, routing) if return_indices else out
+    if topk == R:  # every region: plain global attention, no routing needed
+        idx = torch.arange(R, device=q.device).expand(B, R, R)
+        out = _routing_reference(q, k, v, idx, sh, sw, scale) if backend == 'reference' \
+            else _full_attention(q, k, v, scale)
+    else:
+        idx = _route(q, k, sh, sw, topk, scale if routing_scale is None else routing_scale)
+        fn = {'reference': _routing_reference, 'torch': _routing_torch, 'flex': _routing_flex}[backend]
+        out = fn(q, k, v, idx, sh, sw, scale)
+    return (out, idx) if return_indices else out
