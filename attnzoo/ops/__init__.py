@@ -5,6 +5,9 @@ One public function per attention kind (tensor layouts in each docstring); backe
 """
 from ._dispatch import BACKENDS, count_attention_macs, get_backend, use_backend
 from .neighborhood import NeighborhoodAttention2D, flex_available, na1d, na2d, na3d, natten_available
+from .window import WindowAttention2D, pad_to_window, shifted_window_mask, window_attention, window_partition, window_reverse  # noqa: E501
+from .linear import LinearAttention, linear_attention  # L²ViT's linear attention
+from .factorized import FactorizedSelfAttention, factorize_windows, factorized_attention  # FaViT's FaSA
 from .routing import region_routing, routing_attention  # BiFormer's bi-level routing attention
 
 __all__ = [
@@ -12,3 +15,5 @@ __all__ = [
     'na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'flex_available',
 ]
 __all__ += ['routing_attention', 'region_routing']
+__all__ += ['window_attention', 'window_partition', 'window_reverse', 'pad_to_window', 'shifted_window_mask', 'WindowAttention2D']  # noqa: E501
+__all__ += ['linear_attention', 'LinearAttention', 'factorize_windows', 'factorized_attention', 'FactorizedSelfAttention']  # noqa: E501
