@@ -9,11 +9,13 @@ from .window import WindowAttention2D, pad_to_window, shifted_window_mask, windo
 from .linear import LinearAttention, linear_attention  # L²ViT's linear attention
 from .factorized import FactorizedSelfAttention, factorize_windows, factorized_attention  # FaViT's FaSA
 from .routing import region_routing, routing_attention  # BiFormer's bi-level routing attention
+from .sparse import topk_attention  # Sparsifiner's top-k sparse attention
 
 __all__ = [
     'BACKENDS', 'use_backend', 'get_backend', 'count_attention_macs',
     'na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'flex_available',
 ]
 __all__ += ['routing_attention', 'region_routing']
+__all__ += ['topk_attention']
 __all__ += ['window_attention', 'window_partition', 'window_reverse', 'pad_to_window', 'shifted_window_mask', 'WindowAttention2D']  # noqa: E501
 __all__ += ['linear_attention', 'LinearAttention', 'factorize_windows', 'factorized_attention', 'FactorizedSelfAttention']  # noqa: E501

@@ -1,0 +1,384 @@
+"""Sparsifiner: learned instance-dependent top-k sparse attention on DeiT, registered in timm.
+
+Paper: Sparsifiner: Learning Sparse Instance-Dependent Attention for Efficient Vision Transformers,
+Wei et al., CVPR 2023 - https://arxiv.org/abs/2303.13755
+Official code (MIT): https://github.com/lim142857/Sparsifiner (no Sparsifiner weights are released).
+
+The model is timm's ``VisionTransformer`` (DeiT) whose attention layers own a low-rank connectivity
+predictor (``attn.mask_predictor``, the official key names): per head, queries and keys are reduced
+to ``head_dim // reduce_c_factor`` channels, keys to ``num_tokens // reduce_n_factor`` tokens
+(Linformer), the cheap attention (scale ``num_heads ** -0.5``, an official quirk) of every non-class
+query is a coefficient vector over a learned basis ``proj_back_n``; at inference the coefficients
+keep their top ``basis_topk`` and the basis entries below ``basis_threshold`` (in absolute value)
+are zeroed; each query then keeps its top ``ceil(keep_rate * num_tokens)`` keys. The class-token row
+stays dense. Attention over the kept keys runs through ``attnzoo.ops.topk_attention`` (its ``torch``
+path's cost falls with the keep rate; the official code fills ``-inf`` into dense attention).
+
+Training modes (set by ``set_recon_mode``; see ``attnzoo.tasks.sparsifiner``):
+* phase 1 (``recon=True``, in training mode): the backbone runs dense attention and every attention
+  layer keeps ``approx_attn`` (``[B, heads, N-1, N]``, raw signed basis, dense coefficients) for the
+  distillation loss against the dense teacher's attention;
+* phase 2 / inference: sparse attention with the predictor's top-k connectivity (detached).
+
+With ``keep_rate=1.0`` the predictor is skipped and attention is dense SDPA (the official top-k of
+all 197 keys gives the same all-ones mask). ``record_attn=True`` (``set_record_attn``) makes dense
+layers keep their softmax attention maps (the teacher's role).
+
+Only 224 px (197 tokens) works with the released recipe: ``proj_n`` / ``proj_back_n`` are sized by
+the token count. LV-ViT bases (official ``sparsifiner_lvvit.py``) are not implemented here.
+"""
+import math
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
+
+from attnzoo.ops.sparse import keep_budget, topk_attention
+from attnzoo.ops._dispatch import add_attention_macs
+
+__all__ = ['Sparsifiner', 'MaskPredictor', 'SparsifinerAttention', 'checkpoint_filter_fn', 'predictor_macs']
+
+
+class MaskPredictor(nn.Module):
+    """Low-rank connectivity predictor of one attention layer (official ``MaskPredictor``).
+
+    Inputs ``q, k``: ``[B, heads, N, head_dim]``; ``forward`` returns the kept key positions of every
+    non-class query, ``[B, heads, N-1, budget]`` (int64, detached).
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_tokens: int, keep_rate: float = 0.25,
+                 reduce_n_factor: int = 6, reduce_c_factor: int = 2, share_inout_proj: bool = False,
+                 basis_threshold: float = 2e-2, basis_topk: int = 8, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.num_tokens = num_tokens
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.reduced_c = self.head_dim // reduce_c_factor
+        self.reduced_n = num_tokens // reduce_n_factor
+        if self.reduced_c < 1 or self.reduced_n < 1:
+            raise ValueError(f'reduce_c_factor={reduce_c_factor} / reduce_n_factor={reduce_n_factor} leave no '
+                             f'channels ({self.reduced_c}) or tokens ({self.reduced_n})')
+        if not 1 <= basis_topk <= self.reduced_n:
+            raise ValueError(f'basis_topk must be in [1, {self.reduced_n}], got {basis_topk}')
+        self.scale = num_heads ** -0.5  # official quirk: num_heads, not head_dim
+        self.basis_threshold = basis_threshold
+        self.basis_topk = basis_topk
+        self.proj_c_q = nn.Linear(self.head_dim, self.reduced_c, **dd)
+        self.proj_c_k = nn.Linear(self.head_dim, self.reduced_c, **dd)
+        self.proj_n = nn.Parameter(torch.empty(num_tokens, self.reduced_n, **dd))
+        self.share_inout_proj = share_inout_proj
+        if share_inout_proj:
+            self.proj_back_n = self.proj_n
+        else:
+            self.proj_back_n = nn.Parameter(torch.empty(num_tokens, self.reduced_n, **dd))
+        self.set_keep_rate(keep_rate)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        trunc_normal_(self.proj_n, std=.02)
+        if not self.share_inout_proj:
+            trunc_normal_(self.proj_back_n, std=.02)
+        for m in (self.proj_c_q, self.proj_c_k):
+            trunc_normal_(m.weight, std=.02)
+            nn.init.zeros_(m.bias)
+
+    def set_keep_rate(self, keep_rate: float) -> None:
+        self.keep_rate = float(keep_rate)
+        self.budget = keep_budget(keep_rate, self.num_tokens)
+
+    def basis_coef(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Softmax of the cheap low-rank attention of the non-class queries: ``[B, heads, N-1, reduced_n]``."""
+        q, k = self.proj_c_q(q), self.proj_c_k(k)
+        k_down = k.transpose(-1, -2) @ self.proj_n  # [B, H, c, r]
+        cheap = (q[:, :, 1:] @ k_down) * self.scale
+        return cheap.softmax(dim=-1)
+
+    def approx_attention(self, q: torch.Tensor, k: torch.Tensor, sparse: bool = True) -> torch.Tensor:
+        """Reconstructed attention ``[B, heads, N-1, N]``: the raw signed basis and dense coefficients
+        (``sparse=False``, phase-1 training) or the thresholded |basis| and top-k coefficients."""
+        coef = self.basis_coef(q, k)
+        basis = self.proj_back_n.t()
+        if not sparse:
+            return coef @ basis
+        basis = basis.abs()
+        basis = torch.where(basis > self.basis_threshold, basis, torch.zeros_like(basis))
+        top, top_idx = coef.topk(self.basis_topk, dim=-1, sorted=False)
+        coef = torch.zeros_like(coef).scatter_(-1, top_idx, top)
+        return coef @ basis
+
+    @torch.no_grad()
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if q.shape[2] != self.num_tokens:
+            raise ValueError(f'MaskPredictor: expected {self.num_tokens} tokens (it is sized by the token count '
+                             f'of its image size), got {q.shape[2]}')
+        approx = self.approx_attention(q, k, sparse=True)
+        return approx.topk(self.budget, dim=-1, sorted=False).indices
+
+    def extra_repr(self) -> str:
+        return (f'tokens={self.num_tokens}, reduced_n={self.reduced_n}, reduced_c={self.reduced_c}, '
+                f'budget={self.budget}, basis_topk={self.basis_topk}, basis_threshold={self.basis_threshold}')
+
+
+class SparsifinerAttention(nn.Module):
+    """Multi-head self-attention with a ``MaskPredictor``; the key names of timm's ``Attention``
+    (``qkv``, ``proj``) plus ``mask_predictor``. ``[B, N, C]`` -> ``[B, N, C]``."""
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_norm: bool = False,
+                 scale_norm: bool = False, proj_bias: bool = True, attn_drop: float = 0., proj_drop: float = 0.,
+                 norm_layer=None, depth: int = 0, num_tokens: int = 197, keep_rate: float = 0.25,
+                 reduce_n_factor: int = 6, reduce_c_factor: int = 2, share_inout_proj: bool = False,
+                 basis_threshold: float = 2e-2, basis_topk: int = 8, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        if qk_norm or scale_norm:
+            raise ValueError('SparsifinerAttention: qk_norm / scale_norm are not supported (DeiT has neither)')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.mask_predictor = MaskPredictor(
+            dim, num_heads, num_tokens, keep_rate, reduce_n_factor, reduce_c_factor, share_inout_proj,
+            basis_threshold, basis_topk, **dd)
+        self.recon = False  # phase-1 training: dense attention, keep approx_attn
+        self.record_attn = False  # keep the dense softmax maps (teacher)
+        self.approx_attn: Optional[torch.Tensor] = None
+        self.attn_map: Optional[torch.Tensor] = None
+
+    def _dense(self, q, k, v):
+        if self.record_attn:
+            attn = ((q @ k.transpose(-1, -2)) * self.scale).softmax(-1)
+            self.attn_map = attn
+            return self.attn_drop(attn) @ v
+        B, H, N, D = q.shape
+        add_attention_macs(B * H * N * N * 2 * D)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.,
+                                              scale=self.scale)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False,
+                **kwargs) -> torch.Tensor:
+        if attn_mask is not None or is_causal:
+            raise ValueError('SparsifinerAttention: attn_mask / is_causal are not supported')
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        predictor = self.mask_predictor
+        if self.recon and self.training:
+            self.approx_attn = predictor.approx_attention(q, k, sparse=False)
+            x = self._dense(q, k, v)
+        elif predictor.budget >= N or self.record_attn:
+            x = self._dense(q, k, v)
+        else:
+            indices = predictor(q, k)
+            x = topk_attention(q, k, v, indices=indices, dense_rows=1, scale=self.scale,
+                               dropout_p=self.attn_drop.p if self.training else 0.)
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class Sparsifiner(VisionTransformer):
+    """DeiT (timm ``VisionTransformer``, class token, learned position embedding) with Sparsifiner
+    attention. Everything timm's ViT offers is inherited: ``forward_features`` (``[B, 1+N, C]`` tokens),
+    ``forward_head``, ``forward_intermediates`` over blocks, ``features_only`` (getter),
+    ``reset_classifier``, ``group_matcher``, ``no_weight_decay``, ``set_grad_checkpointing``."""
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, keep_rate: Union[float, Sequence[float]] = 0.25,
+                 reduce_n_factor: int = 6, reduce_c_factor: int = 2, share_inout_proj: bool = False,
+                 basis_threshold: float = 2e-2, basis_topk: int = 8, **kwargs):
+        """
+        Args:
+            img_size, patch_size: as timm's ViT; the predictor is sized for ``(img/patch)^2 + 1`` tokens.
+            keep_rate: fraction of keys each query keeps (``ceil(rate * tokens)``), one value or one per block.
+            reduce_n_factor: Linformer token reduction of the predictor (released config: 6 -> 32 of 197).
+            reduce_c_factor: channel reduction of the predictor (2: head_dim 64 -> 32).
+            share_inout_proj: tie ``proj_back_n`` to ``proj_n``.
+            basis_threshold: |basis| entries at or below it are zeroed at inference (2e-2).
+            basis_topk: coefficients kept per query at inference (8).
+            **kwargs: timm ``VisionTransformer`` arguments (embed_dim, depth, num_heads, ...).
+        """
+        for bad in ('dynamic_img_size', 'reg_tokens', 'no_embed_class'):
+            if kwargs.get(bad):
+                raise ValueError(f'Sparsifiner: {bad} is not supported (the predictor is sized by a fixed token count)')
+        if not kwargs.get('class_token', True) or kwargs.get('global_pool', 'token') != 'token':
+            raise ValueError("Sparsifiner: needs the class token and global_pool='token' (its row stays dense)")
+        grid = [s // patch_size for s in ((img_size, img_size) if isinstance(img_size, int) else img_size)]
+        num_tokens = grid[0] * grid[1] + 1
+        depth = kwargs.get('depth', 12)
+        rates = [keep_rate] * depth if isinstance(keep_rate, (int, float)) else list(keep_rate)
+        if len(rates) != depth:
+            raise ValueError(f'keep_rate: expected one value or {depth} (one per block), got {len(rates)}')
+        for r in rates:
+            keep_budget(r, num_tokens)  # validates
+        predictor_args = dict(num_tokens=num_tokens, keep_rate=rates[0], reduce_n_factor=reduce_n_factor,
+                              reduce_c_factor=reduce_c_factor, share_inout_proj=share_inout_proj,
+                              basis_threshold=basis_threshold, basis_topk=basis_topk)
+
+        class attn_layer(SparsifinerAttention):  # timm's Block wants a class, not a partial
+            def __init__(self, *args, **kw):
+                super().__init__(*args, **{**predictor_args, **kw})
+
+        super().__init__(img_size=img_size, patch_size=patch_size, attn_layer=attn_layer, **kwargs)
+        self.num_tokens = num_tokens
+        self.set_keep_rate(rates)
+
+    def set_keep_rate(self, keep_rate: Union[float, Sequence[float]]) -> None:
+        """Change the keep rate of every block (one value) or of each block (a list); no parameter changes."""
+        rates = [keep_rate] * len(self.blocks) if isinstance(keep_rate, (int, float)) else list(keep_rate)
+        if len(rates) != len(self.blocks):
+            raise ValueError(f'keep_rate: expected one value or {len(self.blocks)}, got {len(rates)}')
+        for blk, r in zip(self.blocks, rates):
+            blk.attn.mask_predictor.set_keep_rate(r)
+        self.keep_rate = rates[0] if len(set(rates)) == 1 else rates
+
+    def set_recon_mode(self, enable: bool = True) -> None:
+        """Phase 1: in training mode, dense attention and ``approx_attn`` kept in every attention layer."""
+        for blk in self.blocks:
+            blk.attn.recon = enable
+            blk.attn.approx_attn = None
+
+    def set_record_attn(self, enable: bool = True) -> None:
+        """Dense attention with the softmax maps kept in ``blocks[i].attn.attn_map`` (teacher role)."""
+        for blk in self.blocks:
+            blk.attn.record_attn = enable
+            blk.attn.attn_map = None
+
+    def approx_attn_maps(self) -> List[torch.Tensor]:
+        return [blk.attn.approx_attn for blk in self.blocks]
+
+    def attn_maps(self) -> List[torch.Tensor]:
+        return [blk.attn.attn_map for blk in self.blocks]
+
+    def forward_features(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if x.ndim != 4 or tuple(x.shape[-2:]) != tuple(self.patch_embed.img_size):
+            raise ValueError(f'x: expected [B, C, {self.patch_embed.img_size[0]}, {self.patch_embed.img_size[1]}] '
+                             f'(the predictor is sized for {self.num_tokens} tokens), got {list(x.shape)}')
+        return super().forward_features(x, *args, **kwargs)
+
+
+def predictor_macs(model: Sparsifiner, batch: int = 1) -> int:
+    """Matmul MACs of the predictors (both channel reductions, the key token reduction, the cheap
+    attention and the sparse reconstruction with ``basis_topk`` coefficients per query), as the paper's
+    "MHSA" column includes them. fvcore counts them too, with the reconstruction dense."""
+    total = 0
+    for blk in model.blocks:
+        p = blk.attn.mask_predictor
+        if p.budget >= p.num_tokens:
+            continue
+        H, N, d, c, r = p.num_heads, p.num_tokens, p.head_dim, p.reduced_c, p.reduced_n
+        total += batch * H * (2 * N * d * c + c * N * r + (N - 1) * c * r + (N - 1) * p.basis_topk * N)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+
+def _unwrap(state_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    for key in ('model', 'state_dict', 'model_ema', 'state_dict_ema'):
+        if key in state_dict and isinstance(state_dict[key], dict):
+            state_dict = state_dict[key]
+            break
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict[str, torch.Tensor]:
+    """Official Sparsifiner checkpoints (same key names) and plain timm / DeiT ViT checkpoints -> this model.
+
+    Accepts ``model`` / ``state_dict`` / ``model_ema`` wrappers and a ``module.`` prefix. Position embeddings
+    and patch-embedding weights are adapted by timm's ViT filter. A checkpoint without predictor keys
+    (DeiT) gets the model's own freshly initialised predictor tensors, so strict loading succeeds and
+    phase 1 can start from public DeiT weights.
+
+    Raises:
+        ValueError: listing keys that do not map onto the model (distilled DeiT ``dist_token`` / ``head_dist``,
+            LV-ViT checkpoints, ...).
+    """
+    state_dict = _unwrap(state_dict)
+    predictor = {k: v for k, v in state_dict.items() if '.mask_predictor.' in k}
+    backbone = {k: v for k, v in state_dict.items() if '.mask_predictor.' not in k}
+    out = _vit_checkpoint_filter_fn(backbone, model)
+    model_state = model.state_dict()
+    if predictor:
+        out.update(predictor)
+    else:
+        out.update({k: v.detach().clone() for k, v in model_state.items() if '.mask_predictor.' in k})
+    if getattr(model.blocks[0].attn.mask_predictor, 'share_inout_proj', False):
+        for k in [k for k in out if k.endswith('.proj_back_n')]:
+            out.setdefault(k.replace('.proj_back_n', '.proj_n'), out[k])
+    unmapped = [k for k in out if k not in model_state and not k.startswith('head.')]
+    if unmapped:
+        raise ValueError(f'state_dict: {len(unmapped)} key(s) do not map onto {type(model).__name__} '
+                         f'(a distilled DeiT or an LV-ViT checkpoint?): {unmapped[:20]}')
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Builders, pretrained configs, registered variants
+# ---------------------------------------------------------------------------------------------------------------
+
+def _create_sparsifiner(variant: str, pretrained: bool = False, **kwargs) -> Sparsifiner:
+    out_indices = kwargs.pop('out_indices', 3)
+    return build_model_with_cfg(
+        Sparsifiner, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+        **kwargs)
+
+
+_ORIGIN = 'https://github.com/lim142857/Sparsifiner'
+_DEIT_URL = 'https://dl.fbaipublicfiles.com/deit/'
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': None,
+        'crop_pct': .875, 'interpolation': 'bicubic', 'fixed_input_size': True,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj', 'classifier': 'head',
+        'license': 'mit', 'origin_url': _ORIGIN, 'paper_ids': 'arXiv:2303.13755',
+        'paper_name': 'Sparsifiner: Learning Sparse Instance-Dependent Attention for Efficient Vision Transformers',
+        **kwargs,
+    }
+
+
+_INIT_NOTE = ('No Sparsifiner weights are released. This tag loads the public DeiT weights into the backbone with '
+              'a freshly initialised predictor: the starting point of phase 1 (predictor distillation), not a '
+              'usable sparse model.')
+
+default_cfgs = generate_default_cfgs({
+    'sparsifiner_deit_tiny.deit_init': _cfg(_DEIT_URL + 'deit_tiny_patch16_224-a1311bcf.pth', notes=_INIT_NOTE),
+    'sparsifiner_deit_small.deit_init': _cfg(_DEIT_URL + 'deit_small_patch16_224-cd65a155.pth', notes=_INIT_NOTE),
+    'sparsifiner_deit_base.deit_init': _cfg(_DEIT_URL + 'deit_base_patch16_224-b5f2ef4d.pth', notes=_INIT_NOTE),
+})
+
+# DeiT architectures (official main.py builds DeiT-S; Ti/B are the same class at the DeiT widths, head_dim 64).
+_DEIT_TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+_DEIT_SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+_DEIT_BASE = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+
+
+@register_model
+def sparsifiner_deit_tiny(pretrained: bool = False, **kwargs) -> Sparsifiner:
+    return _create_sparsifiner('sparsifiner_deit_tiny', pretrained, **{**_DEIT_TINY, **kwargs})
+
+
+@register_model
+def sparsifiner_deit_small(pretrained: bool = False, **kwargs) -> Sparsifiner:
+    return _create_sparsifiner('sparsifiner_deit_small', pretrained, **{**_DEIT_SMALL, **kwargs})
+
+
+@register_model
+def sparsifiner_deit_base(pretrained: bool = False, **kwargs) -> Sparsifiner:
+    return _create_sparsifiner('sparsifiner_deit_base', pretrained, **{**_DEIT_BASE, **kwargs})

@@ -1,0 +1,242 @@
+"""Top-k sparse attention: every query attends to its own set of selected keys (Sparsifiner).
+
+Tensor layout is SDPA's heads-first layout ``[B, heads, N, head_dim]`` (the layout of a ViT's qkv
+split, where the connectivity predictor lives).
+
+Connectivity is given either as
+
+* ``indices``: ``[B, heads, Nq - dense_rows, K]`` key positions per query (each row's entries
+  distinct), or
+* ``mask``: a boolean ``[B, heads, Nq, Nk]`` connectivity matrix (rows may keep different numbers
+  of keys; a row that keeps none outputs zeros, as the official code's ``nan_to_num`` does).
+
+The first ``dense_rows`` query rows attend to every key (Sparsifiner keeps the class-token row
+dense); with ``indices`` those rows have no entry in ``indices``.
+
+Backends (``attnzoo.ops.use_backend``):
+    reference  what the official code does: dense ``q @ k^T``, entries outside the connectivity
+               filled with ``-inf``, softmax, ``nan_to_num``, ``@ v``. O(Nq*Nk) work and memory
+               whatever the keep rate.
+    torch      ``attn @ v`` is an ``embedding_bag`` over the ``K`` selected value rows of each
+               query (reads K rows per query, materialises nothing: O(Nq*K*Dv)) and the softmax
+               runs over ``K`` logits, so those fall with the keep rate; the logits are one dense
+               ``q @ k^T`` GEMM followed by a gather of the ``K`` selected entries (at ViT token
+               counts a GEMM beats every per-query gather of K key rows we measured). Memory
+               O(Nq*Nk) for the logits, O(Nq*K) after. Autograd everywhere (gather and
+               embedding_bag backward are scatter-adds). The dense rows use SDPA.
+``auto`` picks ``torch`` on every device. There is no flex/NATTEN kernel for unstructured top-k
+connectivity; ``flex`` / ``natten`` requests also run the ``torch`` gather path (on CUDA too: the
+CUDA path *is* the torch gather, verified against ``reference`` by ``tests/ops/test_sparse_cuda.py``).
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ._dispatch import add_attention_macs, get_backend
+
+__all__ = ['topk_attention', 'topk_attention_macs', 'keep_budget', 'indices_to_mask', 'mask_to_indices']
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checking
+# ---------------------------------------------------------------------------------------------
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, op: str) -> None:
+    for name, t in (('q', q), ('k', k), ('v', v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f'{op}: {name} must be a torch.Tensor, got {type(t).__name__}')
+        if t.dim() != 4:
+            raise ValueError(f'{op}: {name} must have 4 dims [B, heads, N, head_dim], got shape {tuple(t.shape)}')
+        if not t.is_floating_point():
+            raise TypeError(f'{op}: {name} must be a floating-point tensor, got {t.dtype}')
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f'{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
+    if not (q.device == k.device == v.device):
+        raise ValueError(f'{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}')
+    if k.shape[:2] != q.shape[:2] or k.shape[-1] != q.shape[-1]:
+        raise ValueError(f'{op}: k must be [B, heads, Nk, head_dim] with B, heads, head_dim of q '
+                         f'{tuple(q.shape)}, got {tuple(k.shape)}')
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f'{op}: v must match k on [B, heads, Nk]: k {tuple(k.shape)}, v {tuple(v.shape)}')
+
+
+def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    B, H, Nq, _ = q.shape
+    Nk = k.shape[2]
+    if (indices is None) == (mask is None):
+        raise ValueError(f'{op}: pass exactly one of indices= ([B, heads, Nq - dense_rows, K] key positions) '
+                         f'or mask= ([B, heads, Nq, Nk] bool)')
+    if isinstance(dense_rows, bool) or not isinstance(dense_rows, int) or not 0 <= dense_rows <= Nq:
+        raise ValueError(f'{op}: dense_rows must be an int in [0, Nq={Nq}], got {dense_rows!r}')
+    if indices is not None:
+        if not isinstance(indices, torch.Tensor) or indices.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f'{op}: indices must be an int64/int32 tensor, got '
+                            f'{getattr(indices, "dtype", type(indices).__name__)}')
+        expected = (B, H, Nq - dense_rows)
+        if indices.dim() != 4 or any(s not in (1, e) for s, e in zip(indices.shape[:2], expected[:2])) \
+                or indices.shape[2] != expected[2]:
+            raise ValueError(f'{op}: indices must have shape [B={B} (or 1), heads={H} (or 1), Nq - dense_rows='
+                             f'{Nq - dense_rows}, K], got {tuple(indices.shape)}')
+        K = indices.shape[-1]
+        if not 1 <= K <= Nk:
+            raise ValueError(f'{op}: indices must select 1 <= K <= Nk={Nk} keys per query, got K={K}')
+        if indices.device != q.device:
+            raise ValueError(f'{op}: indices must be on the device of q ({q.device}), got {indices.device}')
+        if indices.numel():
+            lo, hi = torch.aminmax(indices)
+            if int(lo) < 0 or int(hi) >= Nk:
+                raise ValueError(f'{op}: indices must lie in [0, Nk={Nk}), got values in [{int(lo)}, {int(hi)}]')
+        return indices.long().expand(B, H, -1, -1), None
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f'{op}: mask must be a bool tensor, got {getattr(mask, "dtype", type(mask).__name__)}')
+    if mask.dim() != 4 or mask.shape[2:] != (Nq, Nk) or any(s not in (1, e) for s, e in zip(mask.shape[:2], (B, H))):
+        raise ValueError(f'{op}: mask must have shape [B={B} (or 1), heads={H} (or 1), Nq={Nq}, Nk={Nk}], '
+                         f'got {tuple(mask.shape)}')
+    if mask.device != q.device:
+        raise ValueError(f'{op}: mask must be on the device of q ({q.device}), got {mask.device}')
+    return None, mask.expand(B, H, Nq, Nk)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversions
+# ---------------------------------------------------------------------------------------------
+
+def indices_to_mask(indices: torch.Tensor, num_keys: int, dense_rows: int = 0) -> torch.Tensor:
+    """``[B, H, Nq - dense_rows, K]`` key positions -> bool ``[B, H, Nq, num_keys]`` connectivity
+    (the first ``dense_rows`` rows all True), as the official code scatters its top-k."""
+    B, H, n, _ = indices.shape
+    mask = torch.zeros(B, H, n, num_keys, dtype=torch.bool, device=indices.device)
+    mask.scatter_(-1, indices.long(), True)
+    if dense_rows:
+        mask = torch.cat([mask.new_ones(B, H, dense_rows, num_keys), mask], dim=2)
+    return mask
+
+
+def mask_to_indices(mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """bool ``[..., Nq, Nk]`` -> ``(indices [..., Nq, K], valid [..., Nq, K])`` with ``K`` the largest
+    row count; rows that keep fewer keys are padded with key 0 and ``valid=False``."""
+    K = max(int(mask.sum(-1).max()), 1) if mask.numel() else 1
+    # a stable sort puts each row's kept keys first, in key order
+    indices = torch.sort(mask.to(torch.uint8), dim=-1, descending=True, stable=True).indices[..., :K]
+    valid = torch.gather(mask, -1, indices)
+    return indices.masked_fill(~valid, 0), valid
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+# ---------------------------------------------------------------------------------------------
+
+def _topk_reference(q, k, v, mask, scale, dropout_p):
+    """Dense masked attention (the official Sparsifiner ``Attention.forward``)."""
+    compute = torch.promote_types(q.dtype, torch.float32)
+    logits = (q.to(compute) @ k.to(compute).transpose(-1, -2)) * scale
+    attn = logits.masked_fill(~mask, float('-inf')).softmax(-1)
+    attn = torch.nan_to_num(attn)  # rows without keys
+    if dropout_p > 0:
+        attn = F.dropout(attn, dropout_p)
+    return (attn @ v.to(compute)).to(q.dtype)
+
+
+def _topk_gather(q, k, v, indices, valid, scale, dropout_p):
+    """Attention of each query over its ``K`` selected keys: ``[B, H, Nq, D]`` -> ``[B, H, Nq, Dv]``.
+
+    ``attn @ v`` is an ``embedding_bag`` (sum of the selected value rows weighted by the attention),
+    which reads only the ``K`` selected rows per query and never materialises them."""
+    B, H, Nq, _ = q.shape
+    Nk, Dv, K = v.shape[2], v.shape[-1], indices.shape[-1]
+    # Logits: one GEMM over all keys, then a gather of the K selected logits. A per-query gather of
+    # K key rows (index_select + batched matvec) measured 4-10x slower than the whole GEMM at 197
+    # tokens on CPU, and the CSR sampled matmul (torch.sparse.sampled_addmm) was no faster at keep
+    # 0.25 and has no autograd for batched CSR; the softmax and attn @ v scale with K.
+    logits = torch.matmul(q, k.transpose(-1, -2)).gather(-1, indices) * scale
+    if valid is not None:
+        logits = logits.masked_fill(~valid, float('-inf'))
+    attn = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)
+    if valid is not None:
+        attn = torch.nan_to_num(attn)
+    attn = attn.to(v.dtype)
+    if dropout_p > 0:
+        attn = F.dropout(attn, dropout_p)
+    offset = torch.arange(B * H, device=v.device).view(B, H, 1, 1) * Nk
+    flat = (indices + offset).reshape(B * H * Nq, K)
+    out = F.embedding_bag(flat, v.reshape(B * H * Nk, Dv), per_sample_weights=attn.reshape(B * H * Nq, K),
+                          mode='sum')
+    return out.view(B, H, Nq, Dv)
+
+
+def _topk_torch(q, k, v, indices, mask, dense_rows, scale, dropout_p):
+    parts = []
+    if dense_rows:
+        parts.append(F.scaled_dot_product_attention(q[:, :, :dense_rows], k, v, dropout_p=dropout_p, scale=scale))
+    if dense_rows < q.shape[2]:
+        valid = None
+        if mask is not None:
+            indices, valid = mask_to_indices(mask[:, :, dense_rows:])
+            if bool(valid.all()):
+                valid = None
+        parts.append(_topk_gather(q[:, :, dense_rows:], k, v, indices, valid, scale, dropout_p))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: Optional[torch.Tensor] = None,
+                   mask: Optional[torch.Tensor] = None, dense_rows: int = 0, scale: Optional[float] = None,
+                   dropout_p: float = 0.0) -> torch.Tensor:
+    """Softmax attention of each query over only its selected keys.
+
+    Args:
+        q: ``[B, heads, Nq, head_dim]``; k: ``[B, heads, Nk, head_dim]``; v: ``[B, heads, Nk, head_dim_v]``.
+        indices: ``[B, heads, Nq - dense_rows, K]`` int64/int32 key positions per query (distinct per
+            row; B or heads may be 1 to broadcast). Exclusive with ``mask``.
+        mask: bool ``[B, heads, Nq, Nk]`` connectivity (B or heads may be 1). Exclusive with ``indices``.
+        dense_rows: the first ``dense_rows`` query rows attend to all keys (Sparsifiner: 1, the class token).
+        scale: logit scale, default ``head_dim ** -0.5``.
+        dropout_p: attention dropout (only meaningful in training).
+
+    Returns:
+        ``[B, heads, Nq, head_dim_v]``.
+
+    MACs counted (``count_attention_macs``): ``B*heads*(dense_rows*Nk + (Nq-dense_rows)*K)*(Dqk+Dv)``,
+    with ``K`` the largest per-row count for a ``mask``.
+    """
+    op = 'topk_attention'
+    _check_qkv(q, k, v, op)
+    indices, mask = _check_connectivity(q, k, indices, mask, dense_rows, op)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f'{op}: dropout_p must be in [0, 1), got {dropout_p}')
+    B, H, Nq, D = q.shape
+    Nk, Dv = k.shape[2], v.shape[-1]
+    if mask is not None:
+        K = max(int(mask[:, :, dense_rows:].sum(-1).max()), 1) if dense_rows < Nq else 0
+    else:
+        K = indices.shape[-1]
+    add_attention_macs(B * H * (dense_rows * Nk + (Nq - dense_rows) * K) * (D + Dv))
+    if get_backend() == 'reference':
+        if mask is None:
+            mask = indices_to_mask(indices, Nk, dense_rows)
+        elif dense_rows:
+            mask = mask.clone()
+            mask[:, :, :dense_rows] = True
+        return _topk_reference(q, k, v, mask, scale, dropout_p)
+    return _topk_torch(q, k, v, indices, mask, dense_rows, scale, dropout_p)
+
+
+def topk_attention_macs(batch: int, heads: int, num_queries: int, num_keys: int, keep: int, head_dim: int,
+                        head_dim_v: Optional[int] = None, dense_rows: int = 0) -> int:
+    """Nominal MACs of one ``topk_attention`` call (``q @ k^T`` and ``attn @ v`` over the kept pairs)."""
+    head_dim_v = head_dim if head_dim_v is None else head_dim_v
+    return batch * heads * (dense_rows * num_keys + (num_queries - dense_rows) * keep) * (head_dim + head_dim_v)
+
+
+def keep_budget(keep_rate: float, num_tokens: int) -> int:
+    """Keys kept per query at ``keep_rate``: ``ceil(keep_rate * num_tokens)`` (the official budget)."""
+    if not 0.0 < keep_rate <= 1.0:
+        raise ValueError(f'keep_rate must be in (0, 1], got {keep_rate!r}')
+    return min(math.ceil(keep_rate * num_tokens), num_tokens)
