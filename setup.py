@@ -30,6 +30,8 @@ setup(
     extras_require={
         # NATTEN's fused kernels: optional fast path, never required.
         'natten': ['natten>=0.21'],
-        'dev': ['pytest>=8', 'natten>=0.21'],
+        # super-resolution demo photos (bundled in the wheel, no download)
+        'sr': ['scikit-image'],
+        'dev': ['pytest>=8', 'natten>=0.21', 'scikit-image'],
     },
 )

@@ -11,6 +11,7 @@ from .factorized import FactorizedSelfAttention, factorize_windows, factorized_a
 from .routing import region_routing, routing_attention  # BiFormer's bi-level routing attention
 from .sparse import topk_attention  # Sparsifiner's top-k sparse attention
 
+from .dynamic_conv import dynamic_dwconv2d  # DLGSANet's dynamic local attention
 __all__ = [
     'BACKENDS', 'use_backend', 'get_backend', 'count_attention_macs',
     'na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'flex_available',
@@ -19,3 +20,4 @@ __all__ += ['routing_attention', 'region_routing']
 __all__ += ['topk_attention']
 __all__ += ['window_attention', 'window_partition', 'window_reverse', 'pad_to_window', 'shifted_window_mask', 'WindowAttention2D']  # noqa: E501
 __all__ += ['linear_attention', 'LinearAttention', 'factorize_windows', 'factorized_attention', 'FactorizedSelfAttention']  # noqa: E501
+__all__ += ['dynamic_dwconv2d']

@@ -10,6 +10,7 @@ import os.path as osp
 import torch
 
 from . import classification  # noqa: F401  (registers the classification components)
+from . import super_resolution  # noqa: F401  (registers the super-resolution components)
 from . import sparsifiner  # noqa: F401  (registers SparsifinerClassifier)
 
 __all__ = ['classification', 'allow_trusted_checkpoints', 'setup_launcher', 'setup_cpu_threads']

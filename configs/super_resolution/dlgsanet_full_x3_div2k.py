@@ -1,0 +1,14 @@
+# DLGSANet-full x3, official recipe (see _base_/dlgsanet_div2k.py); LR patch 48 = HR patch 144.
+#   python tools/train.py configs/super_resolution/dlgsanet_full_x3_div2k.py
+#   python tools/test.py configs/super_resolution/dlgsanet_full_x3_div2k.py CKPT   # Set5 ... Manga109
+# Official weights: python tools/convert_weights.py --model dlgsanet_full_x3 --src OFFICIAL.pth --out w.pth,
+# then tools/test.py with w.pth (the SparseGSA TLC windows of eval mode are on, as in the official test).
+_base_ = ['./_base_/dlgsanet_div2k.py']
+
+sr_scale = 3
+model = dict(model_name='dlgsanet_full_x3')
+train_dataloader = dict(dataset=dict(scale=sr_scale, patch_size=48 * sr_scale))
+val_dataloader = dict(dataset=dict(scale=sr_scale))
+test_dataloader = dict(dataset=dict(scale=sr_scale))
+val_evaluator = dict(type='SRMetric', scale=sr_scale)
+test_evaluator = val_evaluator
