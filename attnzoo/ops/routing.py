@@ -18,13 +18,14 @@ BiFormer models run their stage-4 attention through this op with ``num_regions=1
 
 Backends (``attnzoo.ops.use_backend``):
     reference  the official gather: fused K/V copied ``topk`` times, then matmul / softmax / matmul.
-    torch      CPU default. ``topk == R``: one SDPA call; ``topk == 1``: a 1x gather; when the routed
+    torch      the default (CPU and CUDA). ``topk == R``: one SDPA call; ``topk == 1``: a 1x gather; when the routed
                keys are at least a quarter of the map: SDPA with the routing as a boolean mask on
                region-major tokens (no K/V copy); otherwise the gather, into SDPA.
     flex       CUDA: tokens region-major, the routing as a per-image ``BlockMask`` built from the
                routing indices (blocks of 128 tokens), and the same routing in ``mask_mod`` (flex's eager
                path ignores block sparsity, so a block mask alone would silently run dense). Never copies
-               K/V.
+               K/V: 12-15x less memory than the official gather at the biformer_small shapes on an H200,
+               but 2-3.5x slower than ``torch`` there, so ``auto`` does not pick it (benchmarks/README.md).
 
 Tensor layout: ``[B, H, W, heads, head_dim]`` (heads-last, as ``attnzoo.ops.na2d``).
 """
@@ -279,8 +280,8 @@ def _routing_flex(q, k, v, idx, sh, sw, scale, compiled: bool = True):
 
 def _select_backend(q: torch.Tensor) -> str:
     requested = get_backend()
-    if requested == 'auto':
-        return 'flex' if q.is_cuda and flex_available() else 'torch'
+    if requested == 'auto':  # measured fastest on CPU and on the H200 (benchmarks/README.md)
+        return 'torch'
     if requested == 'flex' and (not q.is_cuda or not flex_available()):
         raise RuntimeError(f"routing_attention: backend 'flex' runs on CUDA tensors only (got device {q.device}); "
                            "use 'torch' or 'auto'")
