@@ -32,6 +32,8 @@ setup(
         'natten': ['natten>=0.21'],
         # super-resolution demo photos (bundled in the wheel, no download)
         'sr': ['scikit-image'],
-        'dev': ['pytest>=8', 'natten>=0.21', 'scikit-image'],
+        # detection / instance segmentation: COCO json reading and COCO AP (pycocotools' COCOeval)
+        'det': ['pycocotools>=2.0.8'],
+        'dev': ['pytest>=8', 'natten>=0.21', 'scikit-image', 'pycocotools>=2.0.8'],
     },
 )

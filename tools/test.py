@@ -73,14 +73,14 @@ def read_checkpoint(path: str):
 def is_runner_checkpoint(checkpoint) -> bool:
     """Whether ``checkpoint`` was written by tools/train.py (mmengine: ``state_dict`` of the task wrapper)."""
     state = checkpoint.get('state_dict') if isinstance(checkpoint, dict) else None
-    return isinstance(state, dict) and any(key.startswith('model.') for key in state)
+    return isinstance(state, dict) and (any(key.startswith('model.') for key in state) or 'message_hub' in checkpoint)
 
 
 def load_network_weights(runner, checkpoint, path: str) -> None:
     """Load a bare state dict of the network, in attnzoo's or the official layout (through the family's
     ``checkpoint_filter_fn``), strictly: a key that does not fit stops with the offending keys."""
     wrapper = getattr(runner.model, 'module', runner.model)
-    network = wrapper.model
+    network = getattr(wrapper, 'model', wrapper)  # classifiers keep the network in .model; segmentors are it
     filter_fn = getattr(sys.modules[type(network).__module__], 'checkpoint_filter_fn', None)
     state = filter_fn(checkpoint, network) if filter_fn is not None else checkpoint
     missing, unexpected = network.load_state_dict(state, strict=False)

@@ -12,6 +12,8 @@ import torch
 from . import classification  # noqa: F401  (registers the classification components)
 from . import super_resolution  # noqa: F401  (registers the super-resolution components)
 from . import sparsifiner  # noqa: F401  (registers SparsifinerClassifier)
+from . import detection  # noqa: F401  (registers the detection components)
+from . import segmentation  # noqa: F401  (registers the segmentation components)
 
 __all__ = ['classification', 'allow_trusted_checkpoints', 'setup_launcher', 'setup_cpu_threads']
 
