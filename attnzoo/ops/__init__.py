@@ -4,20 +4,25 @@ One public function per attention kind (tensor layouts in each docstring); backe
 ``attnzoo.ops._dispatch`` and are chosen per call (``use_backend`` forces one).
 """
 from ._dispatch import BACKENDS, count_attention_macs, get_backend, use_backend
-from .neighborhood import NeighborhoodAttention2D, flex_available, na1d, na2d, na3d, natten_available
-from .window import WindowAttention2D, pad_to_window, shifted_window_mask, window_attention, window_partition, window_reverse  # noqa: E501
-from .linear import LinearAttention, linear_attention  # L²ViT's linear attention
+from .dynamic_conv import dynamic_dwconv2d  # DLGSANet's dynamic local attention
 from .factorized import FactorizedSelfAttention, factorize_windows, factorized_attention  # FaViT's FaSA
+from .linear import LinearAttention, linear_attention  # L²ViT's linear attention
+from .neighborhood import (  # NAT / DiNAT
+    NeighborhoodAttention2D, flex_available, na1d, na2d, na3d, natten_available, natten_fused_available)
 from .routing import region_routing, routing_attention  # BiFormer's bi-level routing attention
 from .sparse import topk_attention  # Sparsifiner's top-k sparse attention
+from .window import (  # non-overlapping (shifted) window attention and its partition helpers
+    WindowAttention2D, pad_to_window, shifted_window_mask, window_attention, window_partition, window_reverse)
 
-from .dynamic_conv import dynamic_dwconv2d  # DLGSANet's dynamic local attention
 __all__ = [
     'BACKENDS', 'use_backend', 'get_backend', 'count_attention_macs',
-    'na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'flex_available',
+    'na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'natten_fused_available',
+    'flex_available',
+    'routing_attention', 'region_routing',
+    'window_attention', 'window_partition', 'window_reverse', 'pad_to_window', 'shifted_window_mask',
+    'WindowAttention2D',
+    'linear_attention', 'LinearAttention',
+    'factorize_windows', 'factorized_attention', 'FactorizedSelfAttention',
+    'topk_attention',
+    'dynamic_dwconv2d',
 ]
-__all__ += ['routing_attention', 'region_routing']
-__all__ += ['topk_attention']
-__all__ += ['window_attention', 'window_partition', 'window_reverse', 'pad_to_window', 'shifted_window_mask', 'WindowAttention2D']  # noqa: E501
-__all__ += ['linear_attention', 'LinearAttention', 'factorize_windows', 'factorized_attention', 'FactorizedSelfAttention']  # noqa: E501
-__all__ += ['dynamic_dwconv2d']

@@ -10,12 +10,13 @@ import os.path as osp
 import torch
 
 from . import classification  # noqa: F401  (registers the classification components)
-from . import super_resolution  # noqa: F401  (registers the super-resolution components)
-from . import sparsifiner  # noqa: F401  (registers SparsifinerClassifier)
 from . import detection  # noqa: F401  (registers the detection components)
 from . import segmentation  # noqa: F401  (registers the segmentation components)
+from . import sparsifiner  # noqa: F401  (registers SparsifinerClassifier)
+from . import super_resolution  # noqa: F401  (registers the super-resolution components)
 
-__all__ = ['classification', 'allow_trusted_checkpoints', 'setup_launcher', 'setup_cpu_threads']
+__all__ = ['classification', 'detection', 'segmentation', 'sparsifiner', 'super_resolution',
+           'allow_trusted_checkpoints', 'setup_launcher', 'setup_cpu_threads']
 
 
 def allow_trusted_checkpoints() -> None:
