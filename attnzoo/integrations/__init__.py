@@ -20,6 +20,7 @@ An mmdet config::
 Extra keyword arguments go to ``timm.create_model`` (``drop_path_rate``, ``kernel_size``, ``dilations``...).
 ``init_cfg`` takes classification checkpoints and the official mmdet / mmseg ones (``backbone.`` prefix).
 """
+import importlib
 from typing import Dict, Optional, Sequence, Tuple, Type
 
 from mmengine.logging import print_log
@@ -92,6 +93,17 @@ def register_backbones(registry: Registry, warn: bool = True) -> Dict[str, bool]
             registry.register_module(name=name, module=cls)
         done[name] = True
     return done
+
+
+def register_in_openmmlab(package: str) -> bool:
+    """Register the backbones in ``<package>.registry.MODELS`` (``'mmdet'``, ``'mmseg'``); False when the package
+    (or the compiled mmcv it needs) does not import."""
+    try:
+        registry = importlib.import_module(f'{package}.registry').MODELS
+    except Exception:  # ImportError, or the package's mmcv version assertion
+        return False
+    register_backbones(registry)
+    return True
 
 
 register_backbones(MODELS)

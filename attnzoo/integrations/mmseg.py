@@ -2,22 +2,12 @@
 
 mmseg's registry is a child of mmengine's root ``MODELS``, where :mod:`attnzoo.integrations` already registered
 the backbones, so this only lets mmseg-scoped lookups (``type='mmseg.DiNAT'``) see them as well. mmseg is never
-imported otherwise; ``REGISTERED`` says whether it happened.
+imported otherwise; ``REGISTERED`` says whether it happened; ``register()`` tries again (False when mmseg, or the
+compiled mmcv it needs, is missing).
 """
-REGISTERED = False
+import functools
 
+from . import register_in_openmmlab
 
-def register() -> bool:
-    """Register in ``mmseg.registry.MODELS``; False when mmseg (or the compiled mmcv it needs) is missing."""
-    global REGISTERED
-    try:
-        from mmseg.registry import MODELS as MMSEG_MODELS
-    except Exception:  # ImportError, or mmseg's mmcv version assertion
-        return False
-    from . import register_backbones
-    register_backbones(MMSEG_MODELS)
-    REGISTERED = True
-    return True
-
-
-register()
+register = functools.partial(register_in_openmmlab, 'mmseg')
+REGISTERED = register()

@@ -13,7 +13,9 @@ Backends:
 import contextlib
 from typing import Iterator, Optional
 
-__all__ = ['BACKENDS', 'use_backend', 'get_backend', 'count_attention_macs', 'add_attention_macs']
+import torch
+
+__all__ = ['BACKENDS', 'use_backend', 'get_backend', 'flex_available', 'count_attention_macs', 'add_attention_macs']
 
 BACKENDS = ('auto', 'reference', 'torch', 'flex', 'natten')
 
@@ -48,6 +50,15 @@ def use_backend(name: str) -> Iterator[None]:
 def get_backend() -> str:
     """The backend requested by the innermost ``use_backend`` block (``'auto'`` outside any)."""
     return _STATE['backend']
+
+
+def flex_available() -> bool:
+    """Whether ``torch.nn.attention.flex_attention`` exists and a CUDA device is present."""
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 class MacCounter:

@@ -24,6 +24,7 @@ takes the unfold path while its copy is small (faster) and the loop above that.
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_same_device, check_same_dtype, check_tensor
 from ._dispatch import add_attention_macs, get_backend
 
 __all__ = ['dynamic_dwconv2d', 'dynamic_dwconv2d_macs']
@@ -34,16 +35,14 @@ _AUTO_UNFOLD_MAX = 1 << 24
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
-        raise TypeError('dynamic_dwconv2d: x and weight must be torch.Tensors')
+    op = 'dynamic_dwconv2d'
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f'dynamic_dwconv2d: kernel_size must be an odd positive int, got {kernel_size!r}')
-    if x.dim() != 4:
-        raise ValueError(f'dynamic_dwconv2d: x must be [B, C, H, W], got shape {tuple(x.shape)}')
-    if not x.is_floating_point() or x.dtype != weight.dtype:
-        raise TypeError(f'dynamic_dwconv2d: x and weight must share one floating dtype, got {x.dtype}, {weight.dtype}')
-    if x.device != weight.device:
-        raise ValueError(f'dynamic_dwconv2d: x and weight must be on one device, got {x.device}, {weight.device}')
+        raise ValueError(f'{op}: kernel_size must be an odd positive int, got {kernel_size!r}')
+    check_tensor(op, 'x', x, ('B', 'C', 'H', 'W'))
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f'{op}: weight must be a torch.Tensor, got {type(weight).__name__}')
+    check_same_dtype(op, x=x, weight=weight)
+    check_same_device(op, x=x, weight=weight)
     b, c, h, w = x.shape
     k2 = kernel_size * kernel_size
     if weight.dim() == 4:

@@ -22,16 +22,15 @@ Channel order (matters for the weights): q's local channels are split *inside ea
 Layouts: ``factorize_windows`` takes ``[B, C, H, W]``; ``factorized_attention`` takes ``[B, heads, N, head_dim]``
 queries against ``[B, heads, M, head_dim]`` keys; ``FactorizedSelfAttention`` maps ``[B, H, W, C]`` to the same.
 """
-import math
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function, register_notrace_module
 from torch import nn
 
+from ._checks import check_channels_last, check_dropout, check_key_tokens, check_tensor, select_simple_backend
 from ._dispatch import add_attention_macs
-from .window import select_simple_backend
 
 __all__ = ['factorize_windows', 'factorized_attention', 'factorized_min_size', 'FactorizedSelfAttention']
 
@@ -103,15 +102,9 @@ def factorized_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
     """
     op = 'factorized_attention'
     for name, t in (('q', q), ('k', k), ('v', v)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 4 or not t.is_floating_point():
-            raise ValueError(f'{op}: {name} must be a floating-point tensor [B, heads, tokens, head_dim], '
-                             f'got {getattr(t, "shape", type(t).__name__)}')
-    if k.shape[:2] != q.shape[:2] or k.shape[-1] != q.shape[-1]:
-        raise ValueError(f'{op}: k must be [B, heads, M, head_dim] matching q {tuple(q.shape)}, got {tuple(k.shape)}')
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f'{op}: v must match k on [B, heads, M]: k {tuple(k.shape)}, v {tuple(v.shape)}')
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f'{op}: dropout_p must be in [0, 1), got {dropout_p}')
+        check_tensor(op, name, t, ('B', 'heads', 'tokens', 'head_dim'))
+    check_key_tokens(op, q, k, v, 'M')
+    check_dropout(op, dropout_p)
     if scale is None:
         scale = q.shape[-1] ** -0.5
     B, heads, N, dim = q.shape
@@ -192,9 +185,7 @@ class FactorizedSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``[B, H, W, C]`` -> ``[B, H, W, C]``."""
-        if x.dim() != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f'FactorizedSelfAttention expects [B, H, W, C={self.dim}] (channels-last), '
-                             f'got shape {tuple(x.shape)}')
+        check_channels_last('FactorizedSelfAttention', x, self.dim)
         B, H, W, C = x.shape
         if H < self.min_size or W < self.min_size:
             raise ValueError(

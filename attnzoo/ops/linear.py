@@ -17,31 +17,19 @@ Both are plain matmuls, which FLOP counters such as fvcore count themselves, so 
 
 Tensor layout: ``[B, heads, N, head_dim]`` (SDPA's layout).
 """
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from timm.layers import register_notrace_module
 from torch import nn
 
-from .window import select_simple_backend
+from ._checks import check_heads, check_qkv, select_simple_backend
 
 __all__ = ['linear_attention', 'LinearAttention']
 
 
 def _check(q, k, v, temperature, clamp_min, op: str) -> None:
-    for name, t in (('q', q), ('k', k), ('v', v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f'{op}: {name} must be a torch.Tensor, got {type(t).__name__}')
-        if t.dim() != 4:
-            raise ValueError(f'{op}: {name} must have 4 dims [B, heads, N, head_dim], got shape {tuple(t.shape)}')
-        if not t.is_floating_point():
-            raise TypeError(f'{op}: {name} must be a floating-point tensor, got {t.dtype}')
-    if k.shape != q.shape:
-        raise ValueError(f'{op}: k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}')
-    if v.shape[:-1] != q.shape[:-1]:
-        raise ValueError(f'{op}: v must match q on every dim but head_dim: q {tuple(q.shape)}, v {tuple(v.shape)}')
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f'{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
+    check_qkv(op, q, k, v, ('B', 'heads', 'N', 'head_dim'))
     if isinstance(temperature, torch.Tensor):
         try:
             torch.broadcast_shapes(temperature.shape, q.shape[:2] + (1, 1))
@@ -91,11 +79,9 @@ class LinearAttention(nn.Module):
                  clamp_min: float = 100.0, device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        if dim % num_heads:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        self.head_dim = check_heads(dim, num_heads)
         self.dim = dim
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
         self.clamp_min = clamp_min
         self.temperature = nn.Parameter(torch.empty(num_heads, 1, 1, **dd))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)

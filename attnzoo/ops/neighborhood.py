@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import nn
 
-from ._dispatch import add_attention_macs, get_backend
+from ._checks import check_channels_last, check_dropout, check_flex_device, check_heads, check_qkv
+from ._dispatch import add_attention_macs, flex_available, get_backend
+from .window import padded_qkv_attention
 
 __all__ = ['na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'natten_fused_available',
            'flex_available']
@@ -70,23 +72,7 @@ def _check_kernel_dilation(kernel_size: IntOrTuple, dilation: IntOrTuple, is_cau
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: tuple, dil: tuple,
                   rpb: Optional[torch.Tensor], n: int, op: str) -> None:
-    layout = '[B, ' + ', '.join({1: 'L', 2: 'HW', 3: 'XYZ'}[n]) + ', heads, head_dim]'
-    for name, t in (('q', q), ('k', k), ('v', v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f'{op}: {name} must be a torch.Tensor, got {type(t).__name__}')
-        if t.dim() != n + 3:
-            raise ValueError(f'{op}: {name} must have {n + 3} dims {layout}, got shape {tuple(t.shape)}')
-        if not t.is_floating_point():
-            raise TypeError(f'{op}: {name} must be a floating-point tensor, got {t.dtype}')
-    if k.shape != q.shape:
-        raise ValueError(f'{op}: k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}')
-    if v.shape[:-1] != q.shape[:-1]:
-        raise ValueError(f'{op}: v must match q on every dim but head_dim: q {tuple(q.shape)}, '
-                         f'v {tuple(v.shape)}')
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f'{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
-    if not (q.device == k.device == v.device):
-        raise ValueError(f'{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}')
+    check_qkv(op, q, k, v, ('B', *{1: 'L', 2: 'HW', 3: 'XYZ'}[n], 'heads', 'head_dim'))
     spatial = q.shape[1:1 + n]
     for axis, (length, ks, d) in enumerate(zip(spatial, kernel, dil)):
         if ks * d > length:
@@ -365,15 +351,6 @@ def _na_tiled(q, k, v, kernel, causal, rpb, scale, dropout_p):
 # flex backend: torch flex_attention with a block-sparse neighborhood mask (CUDA)
 # ---------------------------------------------------------------------------------------------
 
-def flex_available() -> bool:
-    """Whether ``torch.nn.attention.flex_attention`` exists and a CUDA device is present."""
-    try:
-        import torch.nn.attention.flex_attention  # noqa: F401
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
 # One compiled flex_attention serves every layer; each (shape, kernel, causal, rpb?, grad mode,
 # dtype) is one specialisation. A DiNAT needs a handful, but a benchmark or a mixed
 # train/eval run passes dynamo's default limit of 8, after which flex would silently fall back
@@ -488,9 +465,7 @@ def _select_backend(q: torch.Tensor, rpb, dropout_p: float, op: str) -> str:
                 return 'flex'
         return 'torch'
     if requested == 'flex':
-        if not q.is_cuda or not flex_available():
-            raise RuntimeError(f"{op}: backend 'flex' runs on CUDA tensors only (got device {q.device}); "
-                               "use 'torch' or 'auto'")
+        check_flex_device(op, q)
         if dropout_p > 0:
             raise ValueError(f"{op}: backend 'flex' has no attention dropout (dropout_p={dropout_p}); "
                              "use 'torch' or 'auto'")
@@ -508,8 +483,7 @@ def _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scal
     _check_inputs(q, k, v, kernel, dil, rpb, n, op)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f'{op}: dropout_p must be in [0, 1), got {dropout_p}')
+    check_dropout(op, dropout_p)
     batch, heads = q.shape[0], q.shape[-2]
     add_attention_macs(batch * heads * math.prod(q.shape[1:1 + n]) * math.prod(kernel)
                        * (q.shape[-1] + v.shape[-1]))
@@ -592,12 +566,10 @@ class NeighborhoodAttention2D(nn.Module):
                  attn_drop: float = 0., proj_drop: float = 0., device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        if dim % num_heads:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        self.head_dim = check_heads(dim, num_heads)
         self.kernel_size, self.dilation, self.is_causal = _check_kernel_dilation(kernel_size, dilation, is_causal, 2)
         self.dim = dim
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
@@ -616,22 +588,14 @@ class NeighborhoodAttention2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``[B, H, W, C]`` -> ``[B, H, W, C]``."""
-        if x.dim() != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f'NeighborhoodAttention2D expects [B, H, W, C={self.dim}] (channels-last), '
-                             f'got shape {tuple(x.shape)}')
-        B, H, W, C = x.shape
+        check_channels_last('NeighborhoodAttention2D', x, self.dim)
+        H, W = x.shape[1:3]
         pad_h = max(0, self.kernel_size[0] * self.dilation[0] - H)
         pad_w = max(0, self.kernel_size[1] * self.dilation[1] - W)
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
-        q, k, v = self.qkv(x).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = na2d(q, k, v, self.kernel_size, self.dilation, self.is_causal, rpb=self.rpb, scale=self.scale,
-                 dropout_p=self.attn_drop if self.training else 0.0)
-        x = x.reshape(B, Hp, Wp, C)
-        if pad_h or pad_w:
-            x = x[:, :H, :W]
-        return self.proj_drop(self.proj(x))
+        attend = functools.partial(na2d, kernel_size=self.kernel_size, dilation=self.dilation,
+                                   is_causal=self.is_causal, rpb=self.rpb, scale=self.scale,
+                                   dropout_p=self.attn_drop if self.training else 0.0)
+        return padded_qkv_attention(self, x, pad_h, pad_w, attend)
 
     def extra_repr(self) -> str:
         return (f'dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, '

@@ -29,15 +29,14 @@ Backends (``attnzoo.ops.use_backend``):
 
 Tensor layout: ``[B, H, W, heads, head_dim]`` (heads-last, as ``attnzoo.ops.na2d``).
 """
-import functools
-import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_flex_device, check_int_range, check_qkv
 from ._dispatch import add_attention_macs, get_backend
-from .neighborhood import _compiled_flex_attention, flex_available
+from .neighborhood import _compiled_flex_attention
 
 __all__ = ['routing_attention', 'region_routing']
 
@@ -63,31 +62,15 @@ def _pair(value: IntOrPair, name: str) -> Tuple[int, int]:
     return values
 
 
-def _check_inputs(q, k, v, num_regions, topk, op: str = 'routing_attention') -> Tuple[int, int]:
-    for name, t in (('q', q), ('k', k), ('v', v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f'{op}: {name} must be a torch.Tensor, got {type(t).__name__}')
-        if t.dim() != 5:
-            raise ValueError(f'{op}: {name} must have 5 dims [B, H, W, heads, head_dim], got shape {tuple(t.shape)}')
-        if not t.is_floating_point():
-            raise TypeError(f'{op}: {name} must be a floating-point tensor, got {t.dtype}')
-    if k.shape != q.shape:
-        raise ValueError(f'{op}: k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}')
-    if v.shape[:-1] != q.shape[:-1]:
-        raise ValueError(f'{op}: v must match q on every dim but head_dim: q {tuple(q.shape)}, v {tuple(v.shape)}')
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f'{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
-    if not (q.device == k.device == v.device):
-        raise ValueError(f'{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}')
+def _check_inputs(q, k, v, num_regions, topk, op: str) -> Tuple[int, int]:
+    check_qkv(op, q, k, v, ('B', 'H', 'W', 'heads', 'head_dim'))
     sh, sw = _pair(num_regions, 'num_regions')
     H, W = int(q.shape[1]), int(q.shape[2])
     if H % sh or W % sw:
         raise ValueError(
             f'{op}: the map ({H}x{W}) must be divisible by num_regions={num_regions!r} (regions per side); pad it '
             f'to a multiple first (BiFormer\'s attention layer zero-pads its input, as the released weights expect)')
-    regions = sh * sw
-    if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= regions:
-        raise ValueError(f'{op}: topk must be an int in [1, num_regions**2 = {regions}], got {topk!r}')
+    check_int_range(op, 'topk', topk, 1, sh * sw, f'num_regions**2 = {sh * sw}')
     return sh, sw
 
 
@@ -278,15 +261,14 @@ def _routing_flex(q, k, v, idx, sh, sw, scale, compiled: bool = True):
 # Public functional API
 # ---------------------------------------------------------------------------------------------
 
-def _select_backend(q: torch.Tensor) -> str:
+def _select_backend(q: torch.Tensor, op: str) -> str:
     requested = get_backend()
     if requested == 'auto':  # measured fastest on CPU and on the H200 (benchmarks/README.md)
         return 'torch'
-    if requested == 'flex' and (not q.is_cuda or not flex_available()):
-        raise RuntimeError(f"routing_attention: backend 'flex' runs on CUDA tensors only (got device {q.device}); "
-                           "use 'torch' or 'auto'")
+    if requested == 'flex':
+        check_flex_device(op, q)
     if requested == 'natten':
-        raise ValueError("routing_attention: backend 'natten' has no routing attention; "
+        raise ValueError(f"{op}: backend 'natten' has no routing attention; "
                          "use 'reference', 'torch', 'flex' or 'auto'")
     return requested
 
@@ -317,16 +299,17 @@ def routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_reg
     routing product ``B*R*R*heads*head_dim`` (when ``topk < R``) and the token attention
     ``B*H*W*topk*T*heads*(head_dim + head_dim_v)`` with ``T = H*W/R`` tokens per region.
     """
-    sh, sw = _check_inputs(q, k, v, num_regions, topk)
+    op = 'routing_attention'
+    sh, sw = _check_inputs(q, k, v, num_regions, topk, op)
     B, H, W, h, Dk = q.shape
     R, T = sh * sw, (H // sh) * (W // sw)
     if scale is None:
         scale = (h * Dk) ** -0.5
     add_attention_macs(B * H * W * topk * T * h * (Dk + v.shape[-1]) + (B * R * R * h * Dk if topk < R else 0))
-    backend = _select_backend(q)
+    backend = _select_backend(q, op)
     if routing is not None:
         if routing.shape != (B, R, topk) or routing.dtype != torch.int64 or routing.device != q.device:
-            raise ValueError(f'routing_attention: routing must be an int64 tensor of shape [B, R, topk] = '
+            raise ValueError(f'{op}: routing must be an int64 tensor of shape [B, R, topk] = '
                              f'{(B, R, topk)} on {q.device}, got {tuple(routing.shape)} {routing.dtype} {routing.device}')
         if backend == 'reference':
             out = _routing_reference(q, k, v, routing, sh, sw, scale)

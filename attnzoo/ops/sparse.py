@@ -34,6 +34,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_dropout, check_int_range, check_key_tokens, check_same_device, check_same_dtype, check_tensor
 from ._dispatch import add_attention_macs, get_backend
 
 __all__ = ['topk_attention', 'topk_attention_macs', 'keep_budget', 'indices_to_mask', 'mask_to_indices']
@@ -45,21 +46,10 @@ __all__ = ['topk_attention', 'topk_attention_macs', 'keep_budget', 'indices_to_m
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, op: str) -> None:
     for name, t in (('q', q), ('k', k), ('v', v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f'{op}: {name} must be a torch.Tensor, got {type(t).__name__}')
-        if t.dim() != 4:
-            raise ValueError(f'{op}: {name} must have 4 dims [B, heads, N, head_dim], got shape {tuple(t.shape)}')
-        if not t.is_floating_point():
-            raise TypeError(f'{op}: {name} must be a floating-point tensor, got {t.dtype}')
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f'{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
-    if not (q.device == k.device == v.device):
-        raise ValueError(f'{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}')
-    if k.shape[:2] != q.shape[:2] or k.shape[-1] != q.shape[-1]:
-        raise ValueError(f'{op}: k must be [B, heads, Nk, head_dim] with B, heads, head_dim of q '
-                         f'{tuple(q.shape)}, got {tuple(k.shape)}')
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f'{op}: v must match k on [B, heads, Nk]: k {tuple(k.shape)}, v {tuple(v.shape)}')
+        check_tensor(op, name, t, ('B', 'heads', 'N', 'head_dim'))
+    check_same_dtype(op, q=q, k=k, v=v)
+    check_same_device(op, q=q, k=k, v=v)
+    check_key_tokens(op, q, k, v, 'Nk')
 
 
 def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -68,8 +58,7 @@ def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str) -> Tuple[
     if (indices is None) == (mask is None):
         raise ValueError(f'{op}: pass exactly one of indices= ([B, heads, Nq - dense_rows, K] key positions) '
                          f'or mask= ([B, heads, Nq, Nk] bool)')
-    if isinstance(dense_rows, bool) or not isinstance(dense_rows, int) or not 0 <= dense_rows <= Nq:
-        raise ValueError(f'{op}: dense_rows must be an int in [0, Nq={Nq}], got {dense_rows!r}')
+    check_int_range(op, 'dense_rows', dense_rows, 0, Nq, f'Nq={Nq}')
     if indices is not None:
         if not isinstance(indices, torch.Tensor) or indices.dtype not in (torch.int64, torch.int32):
             raise TypeError(f'{op}: indices must be an int64/int32 tensor, got '
@@ -209,8 +198,7 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: O
     indices, mask = _check_connectivity(q, k, indices, mask, dense_rows, op)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f'{op}: dropout_p must be in [0, 1), got {dropout_p}')
+    check_dropout(op, dropout_p)
     B, H, Nq, D = q.shape
     Nk, Dv = k.shape[2], v.shape[-1]
     if mask is not None:

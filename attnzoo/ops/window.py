@@ -15,15 +15,16 @@ Semantics (Swin / L²ViT), per map of size ``H x W`` and window ``wh x ww``:
 Tensor layout of the functional op: ``[B, H, W, heads, head_dim]`` (the heads-last layout of ``na2d``).
 ``window_partition`` / ``window_reverse`` work on channels-last maps ``[B, H, W, C]``.
 """
-import math
-from typing import Optional, Sequence, Tuple, Union
+import functools
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function, register_notrace_module
 from torch import nn
 
-from ._dispatch import add_attention_macs, get_backend
+from ._checks import check_channels_last, check_dropout, check_heads, check_qkv, select_simple_backend
+from ._dispatch import add_attention_macs
 
 __all__ = [
     'window_partition', 'window_reverse', 'pad_to_window', 'shifted_window_mask', 'window_attention',
@@ -31,19 +32,6 @@ __all__ = [
 ]
 
 IntOrPair = Union[int, Sequence[int]]
-
-# Backends with an implementation for the window / linear / factorized ops ('auto' means 'torch').
-SIMPLE_BACKENDS = ('auto', 'torch', 'reference')
-
-
-def select_simple_backend(op: str) -> str:
-    """The backend an op with only ``reference`` and ``torch`` paths runs under the current ``use_backend``."""
-    requested = get_backend()
-    if requested not in SIMPLE_BACKENDS:
-        raise ValueError(f"{op}: backend {requested!r} is not implemented for this op (it supports "
-                         f"{SIMPLE_BACKENDS}); its 'torch' path already runs on PyTorch's fused SDPA")
-    return 'torch' if requested == 'auto' else requested
-
 
 def to_pair(value: IntOrPair, name: str, minimum: int = 1) -> Tuple[int, int]:
     """Broadcast an int to ``(v, v)`` (or check a pair); every value must be an int >= ``minimum``."""
@@ -126,24 +114,6 @@ def shifted_window_mask(Hp: int, Wp: int, window_size: Tuple[int, int], shift_si
 # Functional op
 # ---------------------------------------------------------------------------------------------
 
-def _check_qkv(q, k, v, op: str) -> None:
-    for name, t in (('q', q), ('k', k), ('v', v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f'{op}: {name} must be a torch.Tensor, got {type(t).__name__}')
-        if t.dim() != 5:
-            raise ValueError(f'{op}: {name} must have 5 dims [B, H, W, heads, head_dim], got shape {tuple(t.shape)}')
-        if not t.is_floating_point():
-            raise TypeError(f'{op}: {name} must be a floating-point tensor, got {t.dtype}')
-    if k.shape != q.shape:
-        raise ValueError(f'{op}: k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}')
-    if v.shape[:-1] != q.shape[:-1]:
-        raise ValueError(f'{op}: v must match q on every dim but head_dim: q {tuple(q.shape)}, v {tuple(v.shape)}')
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f'{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
-    if not (q.device == k.device == v.device):
-        raise ValueError(f'{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}')
-
-
 def _window_reference(q, k, v, window, shift, mask_padding, H, W, scale, dropout_p):
     """Dense attention over the whole padded, shifted map; the windows (and regions, padding) as a mask."""
     B, Hp, Wp, heads, _ = q.shape
@@ -207,14 +177,13 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
         ``[B, H, W, heads, head_dim_v]``.
     """
     op = 'window_attention'
-    _check_qkv(q, k, v, op)
+    check_qkv(op, q, k, v, ('B', 'H', 'W', 'heads', 'head_dim'))
     window = to_pair(window_size, 'window_size')
     shift = to_pair(shift_size, 'shift_size', minimum=0)
     if shift[0] >= window[0] or shift[1] >= window[1]:
         raise ValueError(f'{op}: shift_size must be smaller than window_size on each axis, got shift {shift} '
                          f'and window {window}')
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f'{op}: dropout_p must be in [0, 1), got {dropout_p}')
+    check_dropout(op, dropout_p)
     if scale is None:
         scale = q.shape[-1] ** -0.5
     backend = select_simple_backend(op)
@@ -234,8 +203,28 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
 
 
 # ---------------------------------------------------------------------------------------------
-# Module
+# Modules
 # ---------------------------------------------------------------------------------------------
+
+def padded_qkv_attention(layer: nn.Module, x: torch.Tensor, pad_h: int, pad_w: int,
+                         attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Forward of a map-attention layer that pads *before* ``qkv`` (``WindowAttention2D``, NAT's layer).
+
+    ``x`` ``[B, H, W, C]`` is zero-padded right/bottom by ``pad_h``, ``pad_w`` (padded tokens carry the qkv bias
+    and are not masked, as the released weights expect), projected by ``layer.qkv`` and split into
+    ``q, k, v`` ``[B, Hp, Wp, layer.num_heads, layer.head_dim]`` for ``attend``, whose output is cropped back to
+    ``H x W`` before ``layer.proj`` and ``layer.proj_drop``. Returns ``[B, H, W, C]``.
+    """
+    B, H, W, C = x.shape
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    Hp, Wp = H + pad_h, W + pad_w
+    q, k, v = layer.qkv(x).reshape(B, Hp, Wp, 3, layer.num_heads, layer.head_dim).unbind(3)
+    x = attend(q, k, v).reshape(B, Hp, Wp, C)
+    if pad_h or pad_w:
+        x = x[:, :H, :W]
+    return layer.proj_drop(layer.proj(x))
+
 
 @register_notrace_module  # FX: a leaf (padding and backend choice are Python control flow)
 class WindowAttention2D(nn.Module):
@@ -252,11 +241,9 @@ class WindowAttention2D(nn.Module):
                  qkv_bias: bool = True, attn_drop: float = 0., proj_drop: float = 0., device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        if dim % num_heads:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        self.head_dim = check_heads(dim, num_heads)
         self.dim = dim
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.window_size = to_pair(window_size, 'window_size')
         self.shift_size = to_pair(shift_size, 'shift_size', minimum=0)
@@ -269,19 +256,12 @@ class WindowAttention2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``[B, H, W, C]`` -> ``[B, H, W, C]``."""
-        if x.dim() != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f'WindowAttention2D expects [B, H, W, C={self.dim}] (channels-last), '
-                             f'got shape {tuple(x.shape)}')
-        B, H, W, C = x.shape
-        x, pad_h, pad_w = pad_to_window(x, self.window_size)
-        Hp, Wp = H + pad_h, W + pad_w
-        q, k, v = self.qkv(x).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = window_attention(q, k, v, self.window_size, self.shift_size, mask_padding=False, scale=self.scale,
-                             dropout_p=self.attn_drop if self.training else 0.0)
-        x = x.reshape(B, Hp, Wp, C)
-        if pad_h or pad_w:
-            x = x[:, :H, :W]
-        return self.proj_drop(self.proj(x))
+        check_channels_last('WindowAttention2D', x, self.dim)
+        (H, W), (wh, ww) = x.shape[1:3], self.window_size
+        attend = functools.partial(window_attention, window_size=self.window_size, shift_size=self.shift_size,
+                                   mask_padding=False, scale=self.scale,
+                                   dropout_p=self.attn_drop if self.training else 0.0)
+        return padded_qkv_attention(self, x, -H % wh, -W % ww, attend)
 
     def extra_repr(self) -> str:
         return (f'dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, '

@@ -26,17 +26,13 @@ from __future__ import annotations
 import copy
 import os
 import os.path as osp
-import shutil
-import time
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import timm
 import torch
 import torch.nn as nn
-from mmengine.dist import barrier, is_main_process
 from mmengine.evaluator import BaseMetric
-from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS,
@@ -45,6 +41,8 @@ from timm.data import Mixup, create_dataset, create_transform, resolve_data_conf
 from timm.data.mixup import mixup_target
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
+
+from ._common import SummaryHook, final_line, find_metric, prepare_dataset, publish_dir, staging_dir
 
 __all__ = [
     'TimmClassifier', 'ImageNetFolder', 'ClsAccuracy', 'TimmOptimWrapperConstructor',
@@ -185,34 +183,18 @@ def write_digits_imagefolder(root: str, size: int = 32, val_fraction: float = 0.
         split_of[idx[n_val:]] = 'train'
 
     root = osp.abspath(root)
-    tmp = f'{root}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(root)
     for split in ('train', 'val'):
         for c in range(10):
             os.makedirs(osp.join(tmp, split, str(c)), exist_ok=True)
     for i, (img, c, split) in enumerate(zip(images, targets, split_of)):
         pil = Image.fromarray(img, mode='L').resize((size, size), Image.BICUBIC)
         pil.save(osp.join(tmp, split, str(int(c)), f'{i:04d}.png'))
-    os.makedirs(osp.dirname(root) or '.', exist_ok=True)
-    if osp.exists(root):  # someone else finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, root)
+    publish_dir(tmp, root)
     return root
 
 
 _PREPARERS = {'sklearn_digits': write_digits_imagefolder}
-
-
-def _prepare(data_root: str, prepare: Union[str, dict]) -> None:
-    """Write the dataset ``prepare`` names into ``data_root`` if it is not there (rank 0 writes)."""
-    cfg = dict(type=prepare) if isinstance(prepare, str) else dict(prepare)
-    kind = cfg.pop('type')
-    if kind not in _PREPARERS:
-        raise ValueError(f'prepare={kind!r} is unknown; valid: {sorted(_PREPARERS)}')
-    if is_main_process() and not osp.isdir(osp.join(data_root, 'train')):
-        _PREPARERS[kind](data_root, **cfg)
-    barrier()
 
 
 def _model_pretrained_cfg(model_name: Optional[str]) -> dict:
@@ -250,7 +232,7 @@ class ImageNetFolder(torch.utils.data.Dataset):
                  transform: Optional[dict] = None, class_split: str = 'train',
                  prepare: Union[None, str, dict] = None, input_img_mode: str = 'RGB'):
         if prepare:
-            _prepare(data_root, prepare)
+            prepare_dataset(_PREPARERS, data_root, prepare, needed=not osp.isdir(osp.join(data_root, 'train')))
         if not osp.isdir(data_root):
             raise FileNotFoundError(
                 f'data_root={data_root!r} does not exist; expected an ImageNet-style folder '
@@ -427,52 +409,21 @@ class AutoAmpOptimWrapper(AmpOptimWrapper):
 def format_summary(metrics: Optional[dict], seconds: float, **extra) -> str:
     """``Final: top1=.. top5=.. <extra k=v ...> time=..s`` from an evaluator's metric dict."""
     metrics = metrics or {}
-
-    def pick(key):
-        for k, v in metrics.items():
-            if k == key or k.endswith('/' + key):
-                return f'{float(v):.2f}'
-        return 'n/a'
-
-    parts = [f'top1={pick("top1")}', f'top5={pick("top5")}']
-    parts += [f'{k}={v}' for k, v in extra.items()]
-    parts.append(f'time={seconds:.1f}s')
-    return 'Final: ' + ' '.join(parts)
+    parts = []
+    for key in ('top1', 'top5'):
+        value = find_metric(metrics, key)
+        parts.append(f'{key}={float(value):.2f}' if value is not None else f'{key}=n/a')
+    return final_line(parts, seconds, **extra)
 
 
 @HOOKS.register_module()
-class ClsSummaryHook(Hook):
+class ClsSummaryHook(SummaryHook):
     """Log one summary line at the end of training (last val metrics, best top-1, epochs, wall
     time) and of testing."""
-    priority = 'VERY_LOW'
+    best_name, best_fmt = 'best_top1', '.2f'
 
-    def __init__(self):
-        self._t_train = self._t_test = None
-        self.last_metrics: Optional[dict] = None
-        self.best_top1: Optional[float] = None
-        self.summary: Optional[str] = None
+    def format(self, metrics: Optional[dict], seconds: float, **extra) -> str:
+        return format_summary(metrics, seconds, **extra)
 
-    def before_train(self, runner) -> None:
-        self._t_train = time.time()
-
-    def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
-        if metrics:
-            self.last_metrics = dict(metrics)
-            top1 = [v for k, v in metrics.items() if k.endswith('top1')]
-            if top1 and (self.best_top1 is None or top1[0] > self.best_top1):
-                self.best_top1 = float(top1[0])
-
-    def after_train(self, runner) -> None:
-        extra = dict(epochs=runner.epoch, iters=runner.iter)
-        if self.best_top1 is not None:
-            extra['best_top1'] = f'{self.best_top1:.2f}'
-        self.summary = format_summary(self.last_metrics, time.time() - (self._t_train or time.time()), **extra)
-        runner.logger.info(self.summary)
-
-    def before_test(self, runner) -> None:
-        self._t_test = time.time()
-
-    def after_test_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
-        n = len(runner.test_dataloader.dataset)
-        self.summary = format_summary(metrics, time.time() - (self._t_test or time.time()), samples=n)
-        runner.logger.info(self.summary)
+    def best_candidate(self, metrics: dict) -> Optional[float]:
+        return next((v for k, v in metrics.items() if k.endswith('top1')), None)

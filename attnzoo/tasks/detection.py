@@ -26,7 +26,6 @@ import json
 import os
 import os.path as osp
 import shutil
-import time
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -35,22 +34,19 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.dist import barrier, is_main_process
 from mmengine.evaluator import BaseMetric
-from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, FUNCTIONS, HOOKS, METRICS, MODELS
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
-from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, maskrcnn_inference, maskrcnn_loss
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, boxes as box_ops
 from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from ..integrations.backbone import DenseBackbone
+from ._common import SummaryHook, final_line, find_metric, prepare_dataset, publish_dir, staging_dir
 
 __all__ = ['FPNBackbone', 'CascadeRoIHeads', 'build_detector', 'TorchvisionDetector', 'CocoDetDataset',
            'CocoMetric', 'DenseSummaryHook', 'det_collate', 'write_tiny_coco', 'DETECTORS']
@@ -413,8 +409,7 @@ def write_tiny_coco(root: str, num_train: int = 24, num_val: int = 8, size: Tupl
     kinds = ('square', 'circle', 'triangle')
     cats = [dict(id=i + 1, name=k, supercategory='shape') for i, k in enumerate(kinds)]
     root = osp.abspath(root)
-    tmp = f'{root}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(root)
     os.makedirs(osp.join(tmp, 'annotations'))
     W, H = size
     splits = {}
@@ -449,11 +444,7 @@ def write_tiny_coco(root: str, num_train: int = 24, num_val: int = 8, size: Tupl
     for split, data in splits.items():
         with open(osp.join(tmp, 'annotations', f'instances_{split}.json'), 'w') as f:
             json.dump(data, f)
-    os.makedirs(osp.dirname(root) or '.', exist_ok=True)
-    if osp.exists(root):
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, root)
+    publish_dir(tmp, root)
     return root
 
 
@@ -487,13 +478,7 @@ class CocoDetDataset(torch.utils.data.Dataset):
         self.ann_file = ann_file if osp.isabs(ann_file) else osp.join(data_root, ann_file)
         self.img_prefix = img_prefix if osp.isabs(img_prefix) else osp.join(data_root, img_prefix)
         if prepare and not osp.isfile(self.ann_file):
-            cfg = dict(type=prepare) if isinstance(prepare, str) else dict(prepare)
-            kind = cfg.pop('type')
-            if kind not in _DET_PREPARERS:
-                raise ValueError(f'prepare={kind!r} is unknown; valid: {sorted(_DET_PREPARERS)}')
-            if is_main_process():
-                _DET_PREPARERS[kind](data_root, **cfg)
-            barrier()
+            prepare_dataset(_DET_PREPARERS, data_root, prepare)
         if not osp.isfile(self.ann_file):
             raise FileNotFoundError(f'ann_file={self.ann_file!r} does not exist (COCO json expected)')
         if not 0.0 <= flip_prob <= 1.0:
@@ -634,48 +619,22 @@ class CocoMetric(BaseMetric):
 # summary
 # --------------------------------------------------------------------------------------------------------------
 @HOOKS.register_module()
-class DenseSummaryHook(Hook):
+class DenseSummaryHook(SummaryHook):
     """One ``Final: <key>=.. ... time=..s`` line at the end of training (last val metrics, best of the first
     key) and of testing; ``keys`` are metric names or their suffixes (``'bbox_mAP'``, ``'mIoU'``)."""
-    priority = 'VERY_LOW'
 
     def __init__(self, keys: Sequence[str] = ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP')):
+        super().__init__()
         self.keys = tuple(keys)
-        self._t = None
-        self.last_metrics: Optional[dict] = None
-        self.best: Optional[float] = None
-        self.summary: Optional[str] = None
+        self.best_name = f'best_{self.keys[0]}'
 
-    def _format(self, metrics: Optional[dict], seconds: float, **extra) -> str:
+    def format(self, metrics: Optional[dict], seconds: float, **extra) -> str:
         metrics = metrics or {}
         parts = []
         for key in self.keys:
-            value = next((v for k, v in metrics.items() if k == key or k.endswith('/' + key)), None)
+            value = find_metric(metrics, key)
             parts.append(f'{key}={float(value):.4f}' if value is not None else f'{key}=n/a')
-        parts += [f'{k}={v}' for k, v in extra.items()]
-        return 'Final: ' + ' '.join(parts) + f' time={seconds:.1f}s'
+        return final_line(parts, seconds, **extra)
 
-    def before_train(self, runner) -> None:
-        self._t = time.time()
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        if metrics:
-            self.last_metrics = dict(metrics)
-            first = next((v for k, v in metrics.items() if k == self.keys[0] or k.endswith('/' + self.keys[0])), None)
-            if first is not None and (self.best is None or first > self.best):
-                self.best = float(first)
-
-    def after_train(self, runner) -> None:
-        extra = dict(epochs=runner.epoch, iters=runner.iter)
-        if self.best is not None:
-            extra[f'best_{self.keys[0]}'] = f'{self.best:.4f}'
-        self.summary = self._format(self.last_metrics, time.time() - (self._t or time.time()), **extra)
-        runner.logger.info(self.summary)
-
-    def before_test(self, runner) -> None:
-        self._t = time.time()
-
-    def after_test_epoch(self, runner, metrics=None) -> None:
-        self.summary = self._format(metrics, time.time() - (self._t or time.time()),
-                                    samples=len(runner.test_dataloader.dataset))
-        runner.logger.info(self.summary)
+    def best_candidate(self, metrics: dict) -> Optional[float]:
+        return find_metric(metrics, self.keys[0])

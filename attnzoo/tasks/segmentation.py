@@ -28,13 +28,13 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.dist import barrier, is_main_process
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, FUNCTIONS, METRICS, MODELS
 from torchvision.ops import FeaturePyramidNetwork
 
 from ..integrations.backbone import DenseBackbone
+from ._common import prepare_dataset, publish_dir, staging_dir
 
 __all__ = ['ConvBNReLU', 'UPerHead', 'FCNHead', 'SemanticFPNHead', 'EncoderDecoderSegmentor', 'SegFolderDataset',
            'IoUMetric', 'seg_collate', 'write_tiny_seg', 'intersect_and_union', 'reduce_zero_label']
@@ -300,8 +300,7 @@ def write_tiny_seg(root: str, num_train: int = 16, num_val: int = 4, size: Tuple
 
     rng = np.random.RandomState(seed)
     root = osp.abspath(root)
-    tmp = f'{root}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(root)
     W, H = size
     for split, n in (('training', num_train), ('validation', num_val)):
         os.makedirs(osp.join(tmp, 'images', split))
@@ -337,11 +336,7 @@ def write_tiny_seg(root: str, num_train: int = 16, num_val: int = 4, size: Tuple
             Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(osp.join(tmp, 'images', split, f'{i:04d}.jpg'),
                                                                     quality=95)
             lab.save(osp.join(tmp, 'annotations', split, f'{i:04d}.png'))
-    os.makedirs(osp.dirname(root) or '.', exist_ok=True)
-    if osp.exists(root):
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, root)
+    publish_dir(tmp, root)
     return root
 
 
@@ -396,13 +391,7 @@ class SegFolderDataset(torch.utils.data.Dataset):
                  cat_max_ratio: float = 0.75, flip_prob: float = 0.5, photometric: bool = True,
                  ignore_index: int = 255, prepare: Union[None, str, dict] = None):
         if prepare and not osp.isdir(osp.join(data_root, img_dir, split)):
-            cfg = dict(type=prepare) if isinstance(prepare, str) else dict(prepare)
-            kind = cfg.pop('type')
-            if kind not in _SEG_PREPARERS:
-                raise ValueError(f'prepare={kind!r} is unknown; valid: {sorted(_SEG_PREPARERS)}')
-            if is_main_process():
-                _SEG_PREPARERS[kind](data_root, **cfg)
-            barrier()
+            prepare_dataset(_SEG_PREPARERS, data_root, prepare)
         img_root = osp.join(data_root, img_dir, split)
         ann_root = osp.join(data_root, ann_dir, split)
         if not osp.isdir(img_root) or not osp.isdir(ann_root):

@@ -26,18 +26,17 @@ from __future__ import annotations
 import math
 import os
 import os.path as osp
-import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import timm
 import torch
 import torch.nn as nn
-from mmengine.dist import barrier, is_main_process
 from mmengine.evaluator import BaseMetric
-from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
+
+from ._common import SummaryHook, final_line, prepare_dataset, publish_dir, staging_dir
 
 __all__ = [
     'imresize', 'bicubic_degrade', 'bicubic_upscale', 'modcrop', 'rgb_to_y', 'calculate_psnr', 'calculate_ssim',
@@ -342,7 +341,7 @@ def write_skimage_photos(root: str, train: Sequence[str] = ('chelsea', 'coffee',
     except ImportError as e:  # pragma: no cover
         raise ImportError('the demo needs scikit-image: pip install "attnzoo[sr]"') from e
     root = osp.abspath(root)
-    tmp = f'{root}.tmp-{os.getpid()}'
+    tmp = staging_dir(root)
     for split, names in (('train', train), ('val', val)):
         os.makedirs(osp.join(tmp, split), exist_ok=True)
         for name in names:
@@ -350,11 +349,7 @@ def write_skimage_photos(root: str, train: Sequence[str] = ('chelsea', 'coffee',
             if img.ndim == 2:
                 img = np.stack([img] * 3, axis=-1)
             write_image(osp.join(tmp, split, f'{name}.png'), np.ascontiguousarray(img[..., :3]).astype(np.uint8))
-    if osp.exists(root):
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, root)
+    publish_dir(tmp, root)
     return root
 
 
@@ -396,13 +391,7 @@ class PairedSRDataset(torch.utils.data.Dataset):
                  use_rot: bool = True, repeat: int = 1, cache: bool = True,
                  prepare: Union[None, str, dict] = None, seed: Optional[int] = None):
         if prepare:
-            cfg = dict(type=prepare) if isinstance(prepare, str) else dict(prepare)
-            kind = cfg.pop('type')
-            if kind not in _PREPARERS:
-                raise ValueError(f'prepare={kind!r} is unknown; valid: {sorted(_PREPARERS)}')
-            if is_main_process() and not osp.isdir(data_root):
-                _PREPARERS[kind](data_root, **cfg)
-            barrier()
+            prepare_dataset(_PREPARERS, data_root, prepare, needed=not osp.isdir(data_root))
         if layout not in _LAYOUTS:
             raise ValueError(f'layout must be one of {sorted(_LAYOUTS)}, got {layout!r}')
         if not isinstance(scale, int) or scale < 1:
@@ -585,43 +574,19 @@ def format_sr_summary(metrics: Optional[dict], seconds: float, **extra) -> str:
         parts.append(f'{k}={float(v):{fmt}}')
     if not parts:
         parts = ['psnr=n/a', 'ssim=n/a']
-    parts += [f'{k}={v}' for k, v in extra.items()]
-    parts.append(f'time={seconds:.1f}s')
-    return 'Final: ' + ' '.join(parts)
+    return final_line(parts, seconds, **extra)
 
 
 @HOOKS.register_module()
-class SRSummaryHook(Hook):
+class SRSummaryHook(SummaryHook):
     """One summary line at the end of training (last validation metrics, best PSNR, iterations, wall time) and of
     testing."""
-    priority = 'VERY_LOW'
+    best_name = 'best_psnr'
+    counters = {'iters': 'iter'}
+    count_name = 'images'
 
-    def __init__(self):
-        self._t_train = self._t_test = None
-        self.last_metrics: Optional[dict] = None
-        self.best_psnr: Optional[float] = None
-        self.summary: Optional[str] = None
+    def format(self, metrics: Optional[dict], seconds: float, **extra) -> str:
+        return format_sr_summary(metrics, seconds, **extra)
 
-    def before_train(self, runner) -> None:
-        self._t_train = time.time()
-
-    def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
-        if metrics:
-            self.last_metrics = dict(metrics)
-            if 'psnr' in metrics and (self.best_psnr is None or metrics['psnr'] > self.best_psnr):
-                self.best_psnr = float(metrics['psnr'])
-
-    def after_train(self, runner) -> None:
-        extra = dict(iters=runner.iter)
-        if self.best_psnr is not None:
-            extra['best_psnr'] = f'{self.best_psnr:.4f}'
-        self.summary = format_sr_summary(self.last_metrics, time.time() - (self._t_train or time.time()), **extra)
-        runner.logger.info(self.summary)
-
-    def before_test(self, runner) -> None:
-        self._t_test = time.time()
-
-    def after_test_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
-        n = len(runner.test_dataloader.dataset)
-        self.summary = format_sr_summary(metrics, time.time() - (self._t_test or time.time()), images=n)
-        runner.logger.info(self.summary)
+    def best_candidate(self, metrics: dict) -> Optional[float]:
+        return metrics.get('psnr')

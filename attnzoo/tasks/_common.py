@@ -1,0 +1,114 @@
+"""Glue shared by the task modules: demo-dataset preparation and the ``Final: ...`` summary hooks."""
+import os
+import os.path as osp
+import shutil
+import time
+from typing import Callable, Dict, Iterable, Optional, Union
+
+from mmengine.dist import barrier, is_main_process
+from mmengine.hooks import Hook
+
+__all__ = ['staging_dir', 'publish_dir', 'prepare_dataset', 'find_metric', 'final_line', 'SummaryHook']
+
+
+# --------------------------------------------------------------------------------------------
+# demo datasets
+# --------------------------------------------------------------------------------------------
+def staging_dir(root: str) -> str:
+    """An empty folder next to ``root`` (``<root>.tmp-<pid>``) to write a dataset into before
+    :func:`publish_dir`."""
+    tmp = f'{root}.tmp-{os.getpid()}'
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def publish_dir(tmp: str, root: str) -> None:
+    """Rename the finished ``tmp`` to ``root`` (atomic), or drop it if another process finished ``root`` first."""
+    os.makedirs(osp.dirname(root) or '.', exist_ok=True)
+    if osp.exists(root):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, root)
+
+
+def prepare_dataset(preparers: Dict[str, Callable[..., str]], data_root: str, prepare: Union[str, dict],
+                    needed: bool = True) -> None:
+    """Write the demo dataset ``prepare`` names (``'kind'`` or ``dict(type='kind', **kwargs)``, a key of
+    ``preparers``) into ``data_root`` when ``needed``: rank 0 writes, every rank waits for it."""
+    cfg = dict(type=prepare) if isinstance(prepare, str) else dict(prepare)
+    kind = cfg.pop('type')
+    if kind not in preparers:
+        raise ValueError(f'prepare={kind!r} is unknown; valid: {sorted(preparers)}')
+    if needed and is_main_process():
+        preparers[kind](data_root, **cfg)
+    barrier()
+
+
+# --------------------------------------------------------------------------------------------
+# summary
+# --------------------------------------------------------------------------------------------
+def find_metric(metrics: dict, key: str) -> Optional[float]:
+    """The value of ``key`` in an evaluator's metric dict, also under a prefix (``'accuracy/top1'``); None if
+    absent."""
+    return next((v for k, v in metrics.items() if k == key or k.endswith('/' + key)), None)
+
+
+def final_line(parts: Iterable[str], seconds: float, **extra) -> str:
+    """``Final: <parts> <extra k=v ...> time=..s``."""
+    return 'Final: ' + ' '.join([*parts, *(f'{k}={v}' for k, v in extra.items()), f'time={seconds:.1f}s'])
+
+
+class SummaryHook(Hook):
+    """Logs one ``Final: ...`` line at the end of training (last validation metrics, the best value of one metric,
+    the runner's counters, wall time) and of testing (test metrics, test-set size, wall time); the line is also
+    kept in ``summary``.
+
+    Subclasses implement :meth:`format` and :meth:`best_candidate` and set ``best_name`` / ``best_fmt`` (how the
+    best value is reported), ``counters`` (runner attributes reported after training, by name) and ``count_name``
+    (what the test-set size is called).
+    """
+    priority = 'VERY_LOW'
+    best_name = 'best'
+    best_fmt = '.4f'
+    counters: Dict[str, str] = {'epochs': 'epoch', 'iters': 'iter'}
+    count_name = 'samples'
+
+    def __init__(self):
+        self._t: Optional[float] = None
+        self.last_metrics: Optional[dict] = None
+        self.best: Optional[float] = None
+        self.summary: Optional[str] = None
+
+    def format(self, metrics: Optional[dict], seconds: float, **extra) -> str:
+        """The summary line of ``metrics`` (None: no validation ran)."""
+        raise NotImplementedError
+
+    def best_candidate(self, metrics: dict) -> Optional[float]:
+        """The value of the tracked metric in one validation's ``metrics`` (None if absent)."""
+        raise NotImplementedError
+
+    def _log(self, runner, metrics: Optional[dict], **extra) -> None:
+        self.summary = self.format(metrics, time.time() - (self._t or time.time()), **extra)
+        runner.logger.info(self.summary)
+
+    def before_train(self, runner) -> None:
+        self._t = time.time()
+
+    def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        if metrics:
+            self.last_metrics = dict(metrics)
+            value = self.best_candidate(metrics)
+            if value is not None and (self.best is None or value > self.best):
+                self.best = float(value)
+
+    def after_train(self, runner) -> None:
+        extra = {name: getattr(runner, attr) for name, attr in self.counters.items()}
+        if self.best is not None:
+            extra[self.best_name] = f'{self.best:{self.best_fmt}}'
+        self._log(runner, self.last_metrics, **extra)
+
+    def before_test(self, runner) -> None:
+        self._t = time.time()
+
+    def after_test_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        self._log(runner, metrics, **{self.count_name: len(runner.test_dataloader.dataset)})
