@@ -37,22 +37,20 @@ Layout differences from the official code (``checkpoint_filter_fn`` converts): `
 """
 import argparse
 import os
-import re
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, get_device_dtype, trunc_normal_
+from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
-from timm.models._features import feature_take_indices
 
 from attnzoo.ops import routing_attention
 from attnzoo.ops.routing import _region_logits
 
-from .nat import check_image_batch
+from ._base import StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
 
 __all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn']
 
@@ -221,6 +219,26 @@ class BiFormerBlock(nn.Module):
         return _nchw(x)
 
 
+class BiFormerStem(nn.Sequential):
+    """Checks its input, then ``[B, in_chans, H, W]`` -> ``[B, dim, H/4, W/4]``: 3x3 stride-2 conv, BN, GELU, 3x3
+    stride-2 conv, BN (``'conv'``) or a 4x4 patchify conv, BN (``'patch'``, STL); a ``Sequential`` for the official
+    ``stem.<i>`` keys."""
+
+    def __init__(self, stem_type: str, in_chans: int, dim: int, device=None, dtype=None):
+        dd = {'device': device, 'dtype': dtype}
+        if stem_type == 'conv':
+            super().__init__(
+                nn.Conv2d(in_chans, dim // 2, 3, stride=2, padding=1, **dd), nn.BatchNorm2d(dim // 2, **dd), nn.GELU(),
+                nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1, **dd), nn.BatchNorm2d(dim, **dd))
+        else:
+            super().__init__(nn.Conv2d(in_chans, dim, 4, stride=4, **dd), nn.BatchNorm2d(dim, **dd))
+        self.in_chans = in_chans
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, self.in_chans)
+        return super().forward(x)
+
+
 def _downsample(kind: str, dim: int, out_dim: int, device=None, dtype=None) -> nn.Sequential:
     dd = {'device': device, 'dtype': dtype}
     if kind == 'conv':  # BiFormer: overlapping 3x3 stride-2 conv, BN
@@ -251,9 +269,13 @@ class BiFormerStage(nn.Module):
 # Model
 # ----------------------------------------------------------------------------------------------------------------
 
-class BiFormer(nn.Module):
+class BiFormer(StagedClassifier):
     """BiFormer / BiFormer-STL. Input ``[B, in_chans, H, W]``; stage ``i`` maps ``[B, embed_dims[i], H/2^(i+2),
-    W/2^(i+2)]`` (NCHW)."""
+    W/2^(i+2)]`` (NCHW). The final ``norm`` is the pre-head BatchNorm; ``forward_intermediates`` returns the stage
+    outputs before it, as the official det/seg backbones. Only timm's default (1-d parameters) is excluded from
+    weight decay: the official ``{'pos_embed', 'cls_token'}`` names match nothing.
+    """
+    output_fmt = 'NCHW'
 
     def __init__(
             self,
@@ -319,18 +341,9 @@ class BiFormer(nn.Module):
             elif dim % global_heads:
                 raise ValueError(f'embed_dims[{i}]={dim} must be divisible by global_heads={global_heads}')
 
-        self.num_classes = num_classes
         self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.output_fmt = 'NCHW'
         self.num_features = embed_dims[-1]
-        d0 = embed_dims[0]
-        if stem_type == 'conv':
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_chans, d0 // 2, 3, stride=2, padding=1, **dd), nn.BatchNorm2d(d0 // 2, **dd), nn.GELU(),
-                nn.Conv2d(d0 // 2, d0, 3, stride=2, padding=1, **dd), nn.BatchNorm2d(d0, **dd))
-        else:
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, d0, 4, stride=4, **dd), nn.BatchNorm2d(d0, **dd))
+        self.stem = BiFormerStem(stem_type, in_chans, embed_dims[0], **dd)
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         stages, self.feature_info, cur = [], [], 0
@@ -347,114 +360,8 @@ class BiFormer(nn.Module):
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NCHW', **dd)
-        self.head_hidden_size = self.head.num_features
+        self._init_head(num_classes, global_pool, drop_rate, **dd)
         named_apply(_init_weights, self)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """None: the official ``{'pos_embed', 'cls_token'}`` names match nothing (1-d params are excluded by timm's
-        optimizer factory anyway)."""
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (``num_classes=0``: none); ``global_pool=None`` keeps the current pooling."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Per-stage maps (each stage's output, before the pre-head BatchNorm, as the official det/seg backbones).
-
-        Args:
-            x: Images ``[B, in_chans, H, W]``.
-            indices: Stages to return: last ``n`` if int, these (negative allowed) if a list, all if None.
-            norm: Apply the pre-head BatchNorm to the last stage's map when it is returned.
-            stop_early: Stop after the last requested stage.
-            output_fmt: 'NCHW' or 'NHWC'.
-            intermediates_only: Return only the list of maps.
-
-        Returns:
-            The list of maps, or ``(final_features [B, C, H/32, W/32], maps)``.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt: expected 'NCHW' or 'NHWC', got {output_fmt!r}")
-        check_image_batch(x, self.in_chans)
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        num_stages = len(self.stages)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        intermediates = []
-        x = self.stem(x)
-        i = 0
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                x_inter = self.norm(x) if norm and i == num_stages - 1 else x
-                intermediates.append(x_inter if output_fmt == 'NCHW' else _nhwc(x_inter).contiguous())
-        if intermediates_only:
-            return intermediates
-        if i == num_stages - 1:
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last one in ``indices`` (and norm / head); returns the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            self.norm = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chans, H, W]`` -> ``[B, num_features, H/32, W/32]`` after the pre-head BatchNorm."""
-        check_image_batch(x, self.in_chans)
-        return self.norm(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _init_weights(module: nn.Module, name: str = '') -> None:
@@ -472,7 +379,6 @@ def _init_weights(module: nn.Module, name: str = '') -> None:
 # Official checkpoint conversion
 # ----------------------------------------------------------------------------------------------------------------
 
-_WRAPPER_KEYS = ('model', 'state_dict', 'model_ema')
 _RENAMES = (
     (r'^downsample_layers\.0\.', 'stem.'),
     (r'^downsample_layers\.(\d+)\.', r'stages.\1.downsample.'),
@@ -486,18 +392,9 @@ _RENAMES = (
 )
 
 
-def _unwrap_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    while True:
-        key = next((k for k in _WRAPPER_KEYS if isinstance(state_dict.get(k), dict)), None)
-        if key is None:
-            return state_dict
-        state_dict = state_dict[key]
-
-
-def _rename_key(key: str) -> str:
-    for pattern, replacement in _RENAMES:
-        key = re.sub(pattern, replacement, key)
-    return key
+def _conv1x1_to_linear(key: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``remap_state_dict`` adapter: 1x1 conv weights ``[out, in, 1, 1]`` (NCHW variant) -> Linear ``[out, in]``."""
+    return value.flatten(1) if value.ndim == 4 and target.ndim == 2 else value
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -510,22 +407,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     Raises:
         ValueError: listing every key that does not map onto ``model`` (e.g. the det/seg ``extra_norms.*``).
     """
-    state_dict = _unwrap_state_dict(state_dict)
-    model_state = model.state_dict()
-    out, unmapped = {}, []
-    for key, value in state_dict.items():
-        new_key = _rename_key(key)
-        target = model_state.get(new_key)
-        if target is not None and value.ndim == 4 and target.ndim == 2:
-            value = value.flatten(1)  # 1x1 conv -> Linear
-        if target is None and not new_key.startswith('head.fc.'):
-            unmapped.append(key if key == new_key else f'{key} (-> {new_key})')
-        out[new_key] = value
-    if unmapped:
-        raise ValueError(
-            f'state_dict: {len(unmapped)} key(s) do not map onto {type(model).__name__} (a checkpoint of another '
-            f'variant, or a detection/segmentation backbone with extra_norms?): {unmapped}')
-    return out
+    state_dict = unwrap_state_dict(state_dict, ('model', 'state_dict', 'model_ema'), nested=True)
+    return remap_state_dict(
+        state_dict, model, _RENAMES,
+        'a checkpoint of another variant, or a detection/segmentation backbone with extra_norms?',
+        adapt=_conv1x1_to_linear)
 
 
 # ----------------------------------------------------------------------------------------------------------------

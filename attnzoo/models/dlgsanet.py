@@ -48,6 +48,8 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 
 from attnzoo.ops import dynamic_dwconv2d
 
+from ._base import unmapped_keys_error, unwrap_state_dict
+
 __all__ = ['DLGSANet', 'DynamicLocalAttention', 'SparseGlobalAttention', 'checkpoint_filter_fn', 'tlc_windows',
            'tiled_inference', 'sr_pretrained_cfg']
 
@@ -418,10 +420,7 @@ def _unwrap(state_dict: Dict[str, Any], key: Optional[str]) -> Dict[str, Any]:
         if key not in state_dict:
             raise KeyError(f'checkpoint has no {key!r} entry; top-level keys: {sorted(state_dict)[:10]}')
         return state_dict[key]
-    for k in ('params', 'params_ema', 'state_dict', 'model'):
-        if k in state_dict and isinstance(state_dict[k], dict):
-            return state_dict[k]
-    return state_dict
+    return unwrap_state_dict(state_dict, ('params', 'params_ema', 'state_dict', 'model'))
 
 
 def _rename(key: str, model: DLGSANet) -> str:
@@ -468,9 +467,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: DLGSANet, key: Optio
             unmapped.append(k if k == new_k else f'{k} (-> {new_k})')
         out[new_k] = v
     if unmapped:
-        raise ValueError(f'state_dict: {len(unmapped)} key(s) do not map onto DLGSANet(dim={model.dim}, '
-                         f'groups={len(model.depths)}, blocks={model.depths[0]}, scale={model.scale}) '
-                         f'(checkpoint of another variant or scale?): {unmapped[:20]}')
+        raise unmapped_keys_error(
+            unmapped, f'DLGSANet(dim={model.dim}, groups={len(model.depths)}, blocks={model.depths[0]}, '
+            f'scale={model.scale})', 'checkpoint of another variant or scale?', max_listed=20)
     return out
 
 

@@ -22,21 +22,19 @@ official keys (``checkpoint_filter_fn`` converts): ``patch_embed1`` -> ``stem``,
 ``head`` -> ``head.fc``.
 """
 import math
-import re
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Type, Union
+from typing import Any, Dict, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, get_device_dtype, register_notrace_function
+from timm.layers import DropPath, calculate_drop_path_rates, register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
-from timm.models._features import feature_take_indices
 
 from attnzoo.ops.factorized import FactorizedSelfAttention
 
-from .nat import check_image_batch
+from ._base import StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
 
 __all__ = ['FaViT', 'checkpoint_filter_fn']
 
@@ -183,11 +181,14 @@ def favit_min_input_size(sr_ratios: Sequence[int], window_size: int = 7) -> int:
     return need
 
 
-class FaViT(nn.Module):
+class FaViT(StagedClassifier):
     """Factorization Vision Transformer (the official ``FactorizationTransformer``).
 
     Input ``[B, in_chans, H, W]`` with ``H, W >= min_input_size`` (97 for the released configurations); stage ``i``
     maps are ``[B, ceil(H/(4*2^i)), ceil(W/(4*2^i)), embed_dims[i]]`` (channels-last), each ending with its norm.
+    That norm is in the main path (it feeds the next stage), so the model's final ``norm`` is an ``Identity``:
+    ``forward_intermediates`` returns the normed stage outputs whatever its ``norm`` argument. Only timm's default
+    (1-d parameters) is excluded from weight decay, as in the official DeiT/PVT recipe.
     """
 
     def __init__(
@@ -239,10 +240,7 @@ class FaViT(nn.Module):
             if len(values) != num_stages:
                 raise ValueError(f'{name}: expected one value per stage ({num_stages} stages from depths='
                                  f'{list(depths)}), got {len(values)}: {list(values)}')
-        self.num_classes = num_classes
         self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.output_fmt = 'NHWC'
         self.num_features = embed_dims[-1]
         self.min_input_size = favit_min_input_size(sr_ratios, window_size)
 
@@ -270,18 +268,13 @@ class FaViT(nn.Module):
             ))
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt=self.output_fmt, **dd)
-        self.head_hidden_size = self.head.num_features
+        self.norm = nn.Identity()  # every stage ends with its own norm
+        self._init_head(num_classes, global_pool, drop_rate, **dd)
         named_apply(_init_weights, self)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """Nothing beyond timm's default (1-d parameters), as the official DeiT/PVT recipe."""
-        return set()
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups for layer-wise LR decay; each stage's norm closes its stage's group."""
         return dict(
             stem=r'^stem',
             blocks=r'^stages\.(\d+)' if coarse else [
@@ -290,84 +283,6 @@ class FaViT(nn.Module):
                 (r'^stages\.(\d+)\.norm', (99999,)),
             ]
         )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (``num_classes=0``: none); ``global_pool=None`` keeps the current pooling."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward pass returning per-stage feature maps (each stage's normed output, which is also what feeds the
-        next stage; ``norm`` is accepted for API compatibility and changes nothing).
-
-        Args:
-            x: Images ``[B, in_chans, H, W]``.
-            indices: Stages to return: last ``n`` if int, these (negative allowed) if a list, all if None.
-            norm: No effect (every stage output is already normed).
-            stop_early: Stop after the last requested stage.
-            output_fmt: 'NCHW' or 'NHWC'.
-            intermediates_only: Return only the list of maps.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt: expected 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        intermediates = []
-        x = self.stem(x)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last one in ``indices`` (and the head); the stage norms stay, since they are in
-        the main path. Returns the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chans, H, W]`` -> last stage's normed map ``[B, H/32, W/32, num_features]`` (channels-last)."""
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -391,23 +306,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     Raises:
         ValueError: listing every key that does not map onto a parameter or buffer of ``model``.
     """
-    for key in ('model', 'state_dict', 'model_ema'):
-        if isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
-    model_state = model.state_dict()
-    out, unmapped = {}, []
-    for key, value in state_dict.items():
-        new_key = key
-        for pattern, replacement in _RENAMES:
-            new_key = re.sub(pattern, replacement, new_key)
-        if new_key not in model_state and not new_key.startswith('head.fc.'):
-            unmapped.append(key if key == new_key else f'{key} (-> {new_key})')
-        out[new_key] = value
-    if unmapped:
-        raise ValueError(f'state_dict: {len(unmapped)} key(s) do not map onto {type(model).__name__} '
-                         f'(another variant or configuration?): {unmapped}')
-    return out
+    state_dict = unwrap_state_dict(state_dict, ('model', 'state_dict', 'model_ema'))
+    return remap_state_dict(state_dict, model, _RENAMES, 'another variant or configuration?')
 
 
 _OFFICIAL_ARGS = {'embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios', 'qkv_bias', 'num_classes',

@@ -24,22 +24,20 @@ Key differences from the official layout (``checkpoint_filter_fn`` converts): ``
 ``stem.proj``, ``downsample_layers.0.norm`` -> ``stem.norm``, ``downsample_layers.i`` -> ``stages.i.downsample``,
 ``stages.i.j`` -> ``stages.i.blocks.j``, ``head`` -> ``head.fc``.
 """
-import re
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Type, Union
+from typing import Any, Dict, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, get_device_dtype, trunc_normal_
+from timm.layers import DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
-from timm.models._features import feature_take_indices
 
 from attnzoo.ops.linear import LinearAttention
 from attnzoo.ops.window import WindowAttention2D
 
-from .nat import check_image_batch
+from ._base import StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
 
 __all__ = ['L2ViT', 'checkpoint_filter_fn']
 
@@ -213,11 +211,14 @@ def _init_weights(module: nn.Module, name: str = '') -> None:
 # Model
 # ----------------------------------------------------------------------------------------------------------------
 
-class L2ViT(nn.Module):
+class L2ViT(StagedClassifier):
     """L²ViT: conv stem, four stages of alternating local-window / linear-global blocks, LayerNorm, linear head.
 
     Input ``[B, in_chans, H, W]`` of any size; stage ``i`` maps are ``[B, ceil(H/(4*2^i)), ceil(W/(4*2^i)), dims[i]]``
-    (channels-last). Local blocks zero-pad their normed map to multiples of ``window_size``.
+    (channels-last). Local blocks zero-pad their normed map to multiples of ``window_size``. ``forward_intermediates``
+    returns the un-normed stage outputs, as the official det/seg backbones tap them before their own output norms.
+    Only timm's default (1-d parameters) is excluded from weight decay: the official recipe decays the
+    ``[heads, 1, 1]`` temperatures.
     """
 
     def __init__(
@@ -270,10 +271,7 @@ class L2ViT(nn.Module):
                 raise ValueError(f'dims[{i}]={d} must be divisible by num_heads[{i}]={h}')
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f'window_size: expected an int >= 1, got {window_size!r}')
-        self.num_classes = num_classes
         self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.output_fmt = 'NHWC'
         self.num_features = dims[-1]
 
         self.stem = ConvStem(in_chans, dims[0], norm_layer, **dd)
@@ -300,110 +298,8 @@ class L2ViT(nn.Module):
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features, **dd)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt=self.output_fmt, **dd)
-        self.head_hidden_size = self.head.num_features
+        self._init_head(num_classes, global_pool, drop_rate, **dd)
         named_apply(_init_weights, self)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """Nothing beyond timm's default (1-d params): the official recipe decays the ``[heads,1,1]`` temperatures."""
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ]
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (``num_classes=0``: none); ``global_pool=None`` keeps the current pooling."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward pass returning per-stage feature maps (stage outputs, un-normed, as the official det/seg
-        backbones tap them before their own output norms).
-
-        Args:
-            x: Images ``[B, in_chans, H, W]``.
-            indices: Stages to return: last ``n`` if int, these (negative allowed) if a list, all if None.
-            norm: Apply the final norm to the last stage's map when it is returned.
-            stop_early: Stop after the last requested stage.
-            output_fmt: 'NCHW' or 'NHWC'.
-            intermediates_only: Return only the list of maps.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt: expected 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        intermediates = []
-        x = self.stem(x)
-        num_stages = len(self.stages)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        i = 0
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                x_inter = self.norm(x) if norm and i == num_stages - 1 else x
-                intermediates.append(x_inter.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else x_inter)
-        if intermediates_only:
-            return intermediates
-        if i == num_stages - 1:
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last one in ``indices`` (and norm / head); returns the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            self.norm = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chans, H, W]`` -> final normed map ``[B, H/32, W/32, num_features]`` (channels-last)."""
-        return self.norm(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -420,18 +316,6 @@ _RENAMES = (
 )
 
 
-def _unwrap(state_dict: Dict[str, Any], use_ema: bool) -> Dict[str, torch.Tensor]:
-    """Pick the weights out of an official training checkpoint (``'model'`` / ``'model_ema'``) or a wrapper."""
-    keys = ('model_ema', 'model', 'state_dict') if use_ema else ('model', 'state_dict', 'model_ema')
-    if use_ema and not isinstance(state_dict.get('model_ema'), dict) and isinstance(state_dict.get('model'), dict):
-        raise ValueError("state_dict: use_ema=True but the checkpoint has no 'model_ema' entry "
-                         f"(keys: {sorted(k for k in state_dict if not torch.is_tensor(state_dict[k]))})")
-    for key in keys:
-        if isinstance(state_dict.get(key), dict):
-            return state_dict[key]
-    return state_dict
-
-
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module, use_ema: bool = False) -> Dict[str, torch.Tensor]:
     """Convert an official L²ViT checkpoint to this model's keys.
 
@@ -444,20 +328,12 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module, use_ema: 
         ValueError: listing every key that does not map onto a parameter or buffer of ``model`` (e.g. the
             ``norm0..3`` output norms of a detection / segmentation backbone).
     """
-    state_dict = _unwrap(state_dict, use_ema)
-    model_state = model.state_dict()
-    out, unmapped = {}, []
-    for key, value in state_dict.items():
-        new_key = key
-        for pattern, replacement in _RENAMES:
-            new_key = re.sub(pattern, replacement, new_key)
-        if new_key not in model_state and not new_key.startswith('head.fc.'):
-            unmapped.append(key if key == new_key else f'{key} (-> {new_key})')
-        out[new_key] = value
-    if unmapped:
-        raise ValueError(f'state_dict: {len(unmapped)} key(s) do not map onto {type(model).__name__} '
-                         f'(another variant, or a detection/segmentation checkpoint?): {unmapped}')
-    return out
+    if use_ema and not isinstance(state_dict.get('model_ema'), dict) and isinstance(state_dict.get('model'), dict):
+        raise ValueError("state_dict: use_ema=True but the checkpoint has no 'model_ema' entry "
+                         f"(keys: {sorted(k for k in state_dict if not torch.is_tensor(state_dict[k]))})")
+    keys = ('model_ema', 'model', 'state_dict') if use_ema else ('model', 'state_dict', 'model_ema')
+    return remap_state_dict(unwrap_state_dict(state_dict, keys), model, _RENAMES,
+                            'another variant, or a detection/segmentation checkpoint?')
 
 
 _OFFICIAL_ARGS = {'depths', 'dims', 'num_heads', 'window_size', 'num_classes', 'in_chans', 'drop_path_rate',

@@ -20,24 +20,14 @@ Layout differences from the official code (``checkpoint_filter_fn`` converts the
 ``stages.i+1.downsample``); ``gamma1/2`` -> ``ls1/2.gamma``; ``head`` -> ``head.fc``; isotropic ``layers.i`` ->
 ``blocks.i``.
 """
-import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import (
-    ClassifierHead,
-    DropPath,
-    LayerScale,
-    Mlp,
-    calculate_drop_path_rates,
-    get_device_dtype,
-    register_notrace_function,
-    trunc_normal_,
-)
+from timm.layers import DropPath, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
 from timm.models import (
     build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, named_apply, register_model)
 from timm.models._features import feature_take_indices
@@ -45,22 +35,14 @@ from timm.models.swin_transformer import PatchMerging
 
 from attnzoo.ops import NeighborhoodAttention2D
 
+from ._base import PooledClassifier, StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
+
 __all__ = ['NAT', 'NATIsotropic', 'checkpoint_filter_fn']
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Argument validation
 # ----------------------------------------------------------------------------------------------------------------
-
-@register_notrace_function
-def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
-    """Raise a named error unless ``x`` is an image batch ``[B, in_chans, H, W]``. (No leading underscore: FX
-    only auto-wraps public names, and this shape check must stay out of traced graphs.)"""
-    if x.ndim != 4 or x.shape[1] != in_chans:
-        raise ValueError(
-            f'x: expected an image batch of shape [B, in_chans={in_chans}, H, W], got shape {list(x.shape)}; '
-            f'the model was created with in_chans={in_chans}')
-
 
 def _check_stage_args(depths: Sequence[int], num_heads: Sequence[int], dilations: Sequence[Sequence[int]]) -> None:
     """Check that ``num_heads`` and ``dilations`` give one entry per stage and one dilation per layer."""
@@ -334,47 +316,7 @@ def _init_weights(module: nn.Module, name: str = '') -> None:
 # Models
 # ----------------------------------------------------------------------------------------------------------------
 
-class _NATBase(nn.Module):
-    """What NAT and NATIsotropic share: channels-last ``forward_features`` output, the pooled classifier head and
-    its timm API, and the RPB weight-decay exclusion. Subclasses set ``num_features`` and build ``forward_features``.
-    """
-    num_features: int
-    output_fmt = 'NHWC'
-
-    def _init_head(self, num_classes: int, global_pool: str, drop_rate: float, device=None, dtype=None) -> None:
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt=self.output_fmt, device=device, dtype=dtype)
-        self.head_hidden_size = self.head.num_features  # pooled width (2x num_features for 'catavgmax')
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """Relative position bias tables (``*.attn.rpb``) are excluded from weight decay."""
-        return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (``num_classes=0``: none); ``global_pool=None`` keeps the current pooling."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``[B, H, W, C]`` -> pooled ``[B, head_hidden_size]`` (``pre_logits``) or logits ``[B, num_classes]``."""
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chans, H, W]`` -> logits ``[B, num_classes]``."""
-        return self.forward_head(self.forward_features(x))
-
-
-class NAT(_NATBase):
+class NAT(StagedClassifier):
     """Hierarchical Neighborhood Attention Transformer: NAT, DiNAT (``dilations``) and DiNAT_s (``stem_type='patch'``,
     ``downsample_type='merge'``).
 
@@ -478,92 +420,8 @@ class NAT(_NATBase):
         self._init_head(num_classes, global_pool, drop_rate, **dd)
         named_apply(_init_weights, self)
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        """Parameter groups for layer-wise LR decay: stem, then stages (coarse) or blocks (fine)."""
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ]
-        )
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage's blocks in the backward pass instead of storing activations."""
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward pass returning per-stage feature maps.
-
-        Args:
-            x: Images ``[B, in_chans, H, W]``.
-            indices: Stages to return: last ``n`` if int, these (negative allowed) if a list, all if None.
-            norm: Apply the final norm to the last stage's map when it is returned.
-            stop_early: Stop after the last requested stage.
-            output_fmt: 'NCHW' (``[B, C_i, H_i, W_i]``) or 'NHWC' (``[B, H_i, W_i, C_i]``).
-            intermediates_only: Return only the list of maps.
-
-        Returns:
-            The list of maps, or ``(final_features [B, H_4, W_4, C_4], maps)``.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt: expected 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        intermediates = []
-        x = self.stem(x)
-        num_stages = len(self.stages)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        i = 0
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                x_inter = self.norm(x) if norm and i == num_stages - 1 else x
-                intermediates.append(x_inter.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else x_inter)
-        if intermediates_only:
-            return intermediates
-        if i == num_stages - 1:
-            x = self.norm(x)  # the final norm is sized for, and only applied to, the last stage
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last one in ``indices`` (and norm / head); returns the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            self.norm = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chans, H, W]`` -> final normed map ``[B, H/32, W/32, num_features]`` (channels-last)."""
-        x = self.stem(x)
-        x = self.stages(x)
-        return self.norm(x)
-
-
-
-class NATIsotropic(_NATBase):
+class NATIsotropic(PooledClassifier):
     """Isotropic (ViT-like) NAT / DiNAT: patch-16 stem, ``depth`` NA blocks at one resolution, no class token.
 
     Input ``[B, in_chans, H, W]``; every block maps ``[B, ceil(H/16), ceil(W/16), embed_dim]`` to the same shape.
@@ -709,12 +567,9 @@ class NATIsotropic(_NATBase):
         return self.norm(x)
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Official checkpoint conversion
 # ----------------------------------------------------------------------------------------------------------------
-
-_WRAPPER_KEYS = ('model', 'state_dict', 'params_ema')
 
 # (pattern, replacement) applied in order to every official key; our own keys match none of them.
 _HIERARCHICAL_RENAMES = (
@@ -734,26 +589,18 @@ _ISOTROPIC_RENAMES = (
 )
 
 
-def _unwrap_state_dict(state_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """Strip training-checkpoint wrappers (``'model'``, ``'state_dict'``, ``'params_ema'``)."""
-    while True:
-        key = next((k for k in _WRAPPER_KEYS if isinstance(state_dict.get(k), dict)), None)
-        if key is None:
-            return state_dict
-        state_dict = state_dict[key]
-
-
-def _rename_key(key: str, renames: Sequence[Tuple[str, Union[str, Callable]]]) -> str:
-    for pattern, replacement in renames:
-        key = re.sub(pattern, replacement, key)
-    return key
-
-
 def resize_rpb(rpb: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """Bicubically resize an RPB table ``[heads, 2k-1, 2k-1]`` to ``[heads, *size]`` (Swin's interpolation; the
     official 11x11 ImageNet-22K checkpoint was made this way from the 7x7 one)."""
     resized = F.interpolate(rpb[None].float(), size=size, mode='bicubic', align_corners=False)
     return resized[0].to(rpb.dtype)
+
+
+def _resize_rpb_to(key: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``remap_state_dict`` adapter: RPB tables of another kernel size are resized to the model's."""
+    if key.endswith('.rpb') and value.shape != target.shape:
+        return resize_rpb(value, tuple(target.shape[-2:]))
+    return value
 
 
 _OFFICIAL_ARG_NAMES = {  # official constructor argument -> ours (same meaning)
@@ -807,22 +654,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     Raises:
         ValueError: listing every key that does not map onto a parameter or buffer of ``model``.
     """
-    state_dict = _unwrap_state_dict(state_dict)
+    state_dict = unwrap_state_dict(state_dict, ('model', 'state_dict', 'params_ema'), nested=True)
     renames = _ISOTROPIC_RENAMES if isinstance(model, NATIsotropic) else _HIERARCHICAL_RENAMES
-    model_state = model.state_dict()
-    out, unmapped = {}, []
-    for key, value in state_dict.items():
-        new_key = _rename_key(key, renames)
-        if new_key.endswith('.rpb') and new_key in model_state and value.shape != model_state[new_key].shape:
-            value = resize_rpb(value, tuple(model_state[new_key].shape[-2:]))
-        if new_key not in model_state and not new_key.startswith('head.fc.'):
-            unmapped.append(key if key == new_key else f'{key} (-> {new_key})')
-        out[new_key] = value
-    if unmapped:
-        raise ValueError(
-            f'state_dict: {len(unmapped)} key(s) do not map onto {type(model).__name__} '
-            f'(is the checkpoint for another variant, or a detection/segmentation checkpoint?): {unmapped}')
-    return out
+    return remap_state_dict(
+        state_dict, model, renames,
+        'is the checkpoint for another variant, or a detection/segmentation checkpoint?', adapt=_resize_rpb_to)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoi
 from attnzoo.ops.sparse import keep_budget, topk_attention
 from attnzoo.ops._dispatch import add_attention_macs
 
+from ._base import unmapped_keys_error, unwrap_state_dict
+
 __all__ = ['Sparsifiner', 'MaskPredictor', 'SparsifinerAttention', 'checkpoint_filter_fn', 'predictor_macs']
 
 
@@ -284,10 +286,7 @@ def predictor_macs(model: Sparsifiner, batch: int = 1) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _unwrap(state_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    for key in ('model', 'state_dict', 'model_ema', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
+    state_dict = unwrap_state_dict(state_dict, ('model', 'state_dict', 'model_ema', 'state_dict_ema'))
     if state_dict and all(k.startswith('module.') for k in state_dict):
         state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
     return state_dict
@@ -319,8 +318,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict
             out.setdefault(k.replace('.proj_back_n', '.proj_n'), out[k])
     unmapped = [k for k in out if k not in model_state and not k.startswith('head.')]
     if unmapped:
-        raise ValueError(f'state_dict: {len(unmapped)} key(s) do not map onto {type(model).__name__} '
-                         f'(a distilled DeiT or an LV-ViT checkpoint?): {unmapped[:20]}')
+        raise unmapped_keys_error(unmapped, type(model).__name__, 'a distilled DeiT or an LV-ViT checkpoint?',
+                                  max_listed=20)
     return out
 
 

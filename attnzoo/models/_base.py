@@ -1,0 +1,244 @@
+"""What the attnzoo classifiers share: the timm model API around a pooled ``ClassifierHead`` (``PooledClassifier``),
+the stage-wise API of the hierarchical models (``StagedClassifier``), the input check of their stems and the
+helpers of every family's ``checkpoint_filter_fn``.
+"""
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from timm.layers import ClassifierHead, get_device_dtype, register_notrace_function
+from timm.models._features import feature_take_indices
+
+__all__ = [
+    'PooledClassifier', 'StagedClassifier', 'check_image_batch', 'unwrap_state_dict', 'rename_key',
+    'remap_state_dict', 'unmapped_keys_error',
+]
+
+
+@register_notrace_function
+def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
+    """Raise a named error unless ``x`` is an image batch ``[B, in_chans, H, W]``. (No leading underscore: FX
+    only auto-wraps public names, and this shape check must stay out of traced graphs.)"""
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(
+            f'x: expected an image batch of shape [B, in_chans={in_chans}, H, W], got shape {list(x.shape)}; '
+            f'the model was created with in_chans={in_chans}')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------------------
+
+class PooledClassifier(nn.Module):
+    """A feature extractor followed by a pooled timm ``ClassifierHead``, with the head's timm API.
+
+    Subclasses set ``num_features``, ``output_fmt`` (the layout of ``forward_features``: 'NHWC' ``[B, H, W, C]`` or
+    'NCHW' ``[B, C, H, W]``), implement ``forward_features`` and call ``_init_head`` once the trunk is built.
+    """
+    num_features: int
+    output_fmt: str = 'NHWC'
+
+    def _init_head(self, num_classes: int, global_pool: str, drop_rate: float, device=None, dtype=None) -> None:
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                   input_fmt=self.output_fmt, device=device, dtype=dtype)
+        self.head_hidden_size = self.head.num_features  # pooled width (2x num_features for 'catavgmax')
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """Relative position bias tables (``*.rpb``) are excluded from weight decay; nothing else beyond timm's
+        default (1-d parameters)."""
+        return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (``num_classes=0``: none); ``global_pool=None`` keeps the current pooling."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
+        self.head_hidden_size = self.head.num_features
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``forward_features`` map -> pooled ``[B, head_hidden_size]`` (``pre_logits``) or logits
+        ``[B, num_classes]``."""
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, in_chans, H, W]`` -> logits ``[B, num_classes]``."""
+        return self.forward_head(self.forward_features(x))
+
+
+class StagedClassifier(PooledClassifier):
+    """A hierarchical ``PooledClassifier``: ``stem``, ``stages`` (``nn.Sequential``; every stage has a
+    ``grad_checkpointing`` flag), the final ``norm`` (sized for, and only applied to, the last stage's map) and
+    ``feature_info`` (one entry per stage). All maps between the modules are in the ``output_fmt`` layout.
+    """
+    stem: nn.Module
+    stages: nn.Sequential
+    norm: nn.Module
+    feature_info: List[Dict[str, Any]]
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups for layer-wise LR decay: stem, then stages (coarse) or blocks (fine)."""
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ]
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's blocks in the backward pass instead of storing activations."""
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    def _to_fmt(self, x: torch.Tensor, output_fmt: str) -> torch.Tensor:
+        """A map in the model's ``output_fmt`` layout -> ``output_fmt`` (contiguous when permuted)."""
+        if output_fmt == self.output_fmt:
+            return x
+        return (x.permute(0, 3, 1, 2) if output_fmt == 'NCHW' else x.permute(0, 2, 3, 1)).contiguous()
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward pass returning per-stage feature maps (the stage outputs, before the final norm).
+
+        Args:
+            x: Images ``[B, in_chans, H, W]``.
+            indices: Stages to return: last ``n`` if int, these (negative allowed) if a list, all if None.
+            norm: Apply the final norm to the last stage's map when it is returned.
+            stop_early: Stop after the last requested stage.
+            output_fmt: 'NCHW' (``[B, C_i, H_i, W_i]``) or 'NHWC' (``[B, H_i, W_i, C_i]``).
+            intermediates_only: Return only the list of maps.
+
+        Returns:
+            The list of maps, or ``(final_features, maps)`` with ``final_features`` the last computed map in the
+            model's ``output_fmt`` layout (normed when it is the last stage's).
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt: expected 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        x = self.stem(x)
+        num_stages = len(self.stages)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        i = 0
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                x_inter = self.norm(x) if norm and i == num_stages - 1 else x
+                intermediates.append(self._to_fmt(x_inter, output_fmt))
+        if intermediates_only:
+            return intermediates
+        if i == num_stages - 1:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages after the last one in ``indices`` (and norm / head); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, in_chans, H, W]`` -> final normed map, ``[B, H/32, W/32, num_features]`` ('NHWC') or
+        ``[B, num_features, H/32, W/32]`` ('NCHW') per ``output_fmt``."""
+        return self.norm(self.stages(self.stem(x)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Official checkpoint conversion
+# ----------------------------------------------------------------------------------------------------------------
+
+_Renames = Sequence[Tuple[str, Union[str, Callable[[re.Match], str]]]]
+
+
+def unwrap_state_dict(state_dict: Dict[str, Any], keys: Sequence[str], nested: bool = False) -> Dict[str, Any]:
+    """The weights in a training checkpoint: the value of the first of ``keys`` (e.g. ``'model'``,
+    ``'state_dict'``, ``'params_ema'``) that holds a dict, else ``state_dict`` itself. ``nested=True`` unwraps
+    again until no key matches."""
+    key = next((k for k in keys if isinstance(state_dict.get(k), dict)), None)
+    if key is None:
+        return state_dict
+    return unwrap_state_dict(state_dict[key], keys, nested) if nested else state_dict[key]
+
+
+def rename_key(key: str, renames: _Renames) -> str:
+    """Apply every ``(pattern, replacement)`` of ``renames`` in order with ``re.sub``."""
+    for pattern, replacement in renames:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def unmapped_keys_error(unmapped: List[str], target: str, hint: str, max_listed: Optional[int] = None) -> ValueError:
+    """The error of a ``checkpoint_filter_fn`` for checkpoint keys that do not map onto ``target`` (the model's
+    name), listing the first ``max_listed`` of them (all if None)."""
+    return ValueError(f'state_dict: {len(unmapped)} key(s) do not map onto {target} ({hint}): '
+                      f'{unmapped[:max_listed]}')
+
+
+def remap_state_dict(
+        state_dict: Dict[str, torch.Tensor],
+        model: nn.Module,
+        renames: _Renames,
+        hint: str,
+        adapt: Optional[Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+) -> Dict[str, torch.Tensor]:
+    """Rename every key of ``state_dict`` with ``renames`` and check that it maps onto ``model``.
+
+    Classifier keys (``head.fc.*``) pass even when the model has none (timm's loader drops them when the class
+    count differs).
+
+    Args:
+        state_dict: Unwrapped checkpoint weights.
+        model: The model to load them into.
+        renames: ``(pattern, replacement)`` pairs, see ``rename_key``.
+        hint: Likely cause named in the error, e.g. 'another variant or configuration?'.
+        adapt: ``adapt(new_key, value, target)`` -> the value to load, for keys of ``model``'s state dict
+            (``target`` is the model's tensor): resizes or reshapes official tensors.
+
+    Raises:
+        ValueError: listing every key that does not map onto a parameter or buffer of ``model``.
+    """
+    model_state = model.state_dict()
+    out, unmapped = {}, []
+    for key, value in state_dict.items():
+        new_key = rename_key(key, renames)
+        if new_key in model_state:
+            if adapt is not None:
+                value = adapt(new_key, value, model_state[new_key])
+        elif not new_key.startswith('head.fc.'):
+            unmapped.append(key if key == new_key else f'{key} (-> {new_key})')
+        out[new_key] = value
+    if unmapped:
+        raise unmapped_keys_error(unmapped, type(model).__name__, hint)
+    return out
