@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch

@@ -27,7 +27,6 @@ layers keep their softmax attention maps (the teacher's role).
 Only 224 px (197 tokens) works with the released recipe: ``proj_n`` / ``proj_back_n`` are sized by
 the token count. LV-ViT bases (official ``sparsifiner_lvvit.py``) are not implemented here.
 """
-import math
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch

@@ -207,7 +207,6 @@ def flex_routing_block_mask(idx: torch.Tensor, regions: int, region_tokens: int,
     evaluates only ``mask_mod``).
     """
     from torch.nn.attention.flex_attention import BlockMask
-    B = idx.shape[0]
     R, T = regions, region_tokens
     N = R * T
     nb = -(-N // block_size)
