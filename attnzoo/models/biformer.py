@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp, register_notrace_module, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 
 from attnzoo.ops import routing_attention
@@ -70,6 +70,7 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 # Attention layers
 # ----------------------------------------------------------------------------------------------------------------
 
+@register_notrace_module  # FX: a leaf (padding and routing are data-shape control flow)
 class BiLevelRoutingAttention(nn.Module):
     """Bi-level routing attention with LePE, ``[B, H, W, C]`` -> ``[B, H, W, C]`` (channels-last).
 
@@ -151,6 +152,7 @@ class BiLevelRoutingAttention(nn.Module):
                 f'attn_layout={self.attn_layout!r}')
 
 
+@register_notrace_module  # FX: a leaf (padding and routing are data-shape control flow)
 class GlobalAttentionLePE(nn.Module):
     """Stage-4 global multi-head attention with LePE, ``[B, H, W, C]`` -> ``[B, H, W, C]``.
 

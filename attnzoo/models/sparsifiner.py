@@ -27,13 +27,13 @@ layers keep their softmax attention maps (the teacher's role).
 Only 224 px (197 tokens) works with the released recipe: ``proj_n`` / ``proj_back_n`` are sized by
 the token count. LV-ViT bases (official ``sparsifiner_lvvit.py``) are not implemented here.
 """
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_module, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
@@ -44,6 +44,18 @@ from attnzoo.ops._dispatch import add_attention_macs
 from ._base import unmapped_keys_error, unwrap_state_dict
 
 __all__ = ['Sparsifiner', 'MaskPredictor', 'SparsifinerAttention', 'checkpoint_filter_fn', 'predictor_macs']
+
+
+def check_fixed_image_size(x: torch.Tensor, img_size: Tuple[int, int], num_tokens: int) -> None:
+    """Raise a named error unless ``x`` is ``[B, C, *img_size]`` (the predictor is sized for ``num_tokens``)."""
+    if x.ndim != 4 or tuple(x.shape[-2:]) != img_size:
+        raise ValueError(f'x: expected [B, C, {img_size[0]}, {img_size[1]}] '
+                         f'(the predictor is sized for {num_tokens} tokens), got {list(x.shape)}')
+
+
+# FX: keep the shape check out of traced graphs; torch.fx.wrap patches it in every trace (timm's notrace list only
+# reaches functions in the traced root's own module, and the root forward here is timm's VisionTransformer.forward).
+torch.fx.wrap('check_fixed_image_size')
 
 
 class MaskPredictor(nn.Module):
@@ -127,6 +139,7 @@ class MaskPredictor(nn.Module):
                 f'budget={self.budget}, basis_topk={self.basis_topk}, basis_threshold={self.basis_threshold}')
 
 
+@register_notrace_module  # FX: a leaf (phase-dependent paths, recorded attention maps)
 class SparsifinerAttention(nn.Module):
     """Multi-head self-attention with a ``MaskPredictor``; the key names of timm's ``Attention``
     (``qkv``, ``proj``) plus ``mask_predictor``. ``[B, N, C]`` -> ``[B, N, C]``."""
@@ -260,9 +273,7 @@ class Sparsifiner(VisionTransformer):
         return [blk.attn.attn_map for blk in self.blocks]
 
     def forward_features(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        if x.ndim != 4 or tuple(x.shape[-2:]) != tuple(self.patch_embed.img_size):
-            raise ValueError(f'x: expected [B, C, {self.patch_embed.img_size[0]}, {self.patch_embed.img_size[1]}] '
-                             f'(the predictor is sized for {self.num_tokens} tokens), got {list(x.shape)}')
+        check_fixed_image_size(x, tuple(self.patch_embed.img_size), self.num_tokens)
         return super().forward_features(x, *args, **kwargs)
 
 
