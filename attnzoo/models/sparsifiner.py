@@ -25,17 +25,25 @@ all 197 keys gives the same all-ones mask). ``record_attn=True`` (``set_record_a
 layers keep their softmax attention maps (the teacher's role).
 
 Only 224 px (197 tokens) works with the released recipe: ``proj_n`` / ``proj_back_n`` are sized by
-the token count. LV-ViT bases (official ``sparsifiner_lvvit.py``) are not implemented here.
+the token count.
+
+``SparsifinerLVViT`` (``sparsifiner_lvvit_small``) is the official ``SparsifinerLVViT`` of
+``sparsifiner_lvvit.py`` as ``main.py`` builds it: LV-ViT-S (Token Labeling, Jiang et al. 2021) with a
+4-conv patch stem (7x7/2, 3x3, 3x3 with BatchNorm + ReLU, 64 channels, then an 8x8/8 projection), 16
+blocks of width 384 / 6 heads / MLP ratio 3, no qkv bias, LayerNorm eps 1e-5, residual branches divided
+by ``skip_lam=2``, and the token-labeling ``aux_head`` on the patch tokens; in eval mode the logits are
+``head(cls) + 0.5 * max_tokens(aux_head(patches))``, in training mode ``head(cls)`` (official).
 """
+from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import register_notrace_module, trunc_normal_
+from timm.layers import register_notrace_module, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import Block, VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
 
 from attnzoo.ops.sparse import keep_budget, topk_attention
@@ -43,7 +51,8 @@ from attnzoo.ops._dispatch import add_attention_macs
 
 from ._base import unmapped_keys_error, unwrap_state_dict
 
-__all__ = ['Sparsifiner', 'MaskPredictor', 'SparsifinerAttention', 'checkpoint_filter_fn', 'predictor_macs']
+__all__ = ['Sparsifiner', 'SparsifinerLVViT', 'MaskPredictor', 'SparsifinerAttention', 'LVViTPatchEmbed',
+           'LVViTBlock', 'checkpoint_filter_fn', 'predictor_macs']
 
 
 def check_fixed_image_size(x: torch.Tensor, img_size: Tuple[int, int], num_tokens: int) -> None:
@@ -277,6 +286,124 @@ class Sparsifiner(VisionTransformer):
         return super().forward_features(x, *args, **kwargs)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# LV-ViT backbone (official sparsifiner_lvvit.py: PatchEmbed4_2, Block with skip_lam, head + aux_head)
+# ---------------------------------------------------------------------------------------------------------------
+
+class LVViTPatchEmbed(nn.Module):
+    """LV-ViT's convolutional patch stem (official ``PatchEmbed4_2``): conv 7x7/2 (no bias), BN, ReLU, two
+    conv 3x3 (no bias), BN, ReLU, then a ``patch_size // 2`` strided projection with bias.
+    ``[B, C, H, W]`` -> ``[B, (H/p)*(W/p), embed_dim]``. Key names are the official ones."""
+
+    def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
+                 embed_dim: int = 384, stem_chs: int = 64, bias: bool = True, dynamic_img_pad: bool = False,
+                 device=None, dtype=None, **kwargs):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if kwargs or dynamic_img_pad:
+            raise ValueError(f'LVViTPatchEmbed: unsupported arguments {sorted(kwargs) or ["dynamic_img_pad"]}')
+        patch = to_2tuple(patch_size)
+        if patch[0] != patch[1] or patch[0] % 2:
+            raise ValueError(f'LVViTPatchEmbed: patch_size must be one even number, got {patch_size}')
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = patch
+        if self.img_size[0] % patch[0] or self.img_size[1] % patch[1]:
+            raise ValueError(f'img_size {self.img_size} must be divisible by patch_size {patch[0]}')
+        self.grid_size = (self.img_size[0] // patch[0], self.img_size[1] // patch[1])
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.conv1 = nn.Conv2d(in_chans, stem_chs, kernel_size=7, stride=2, padding=3, bias=False, **dd)
+        self.bn1 = nn.BatchNorm2d(stem_chs, **dd)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(stem_chs, stem_chs, kernel_size=3, stride=1, padding=1, bias=False, **dd)
+        self.bn2 = nn.BatchNorm2d(stem_chs, **dd)
+        self.conv3 = nn.Conv2d(stem_chs, stem_chs, kernel_size=3, stride=1, padding=1, bias=False, **dd)
+        self.bn3 = nn.BatchNorm2d(stem_chs, **dd)
+        self.proj = nn.Conv2d(stem_chs, embed_dim, kernel_size=patch[0] // 2, stride=patch[0] // 2, bias=bias, **dd)
+
+    def feat_ratio(self, as_scalar: bool = True) -> Union[Tuple[int, int], int]:
+        return self.patch_size[0] if as_scalar else self.patch_size
+
+    def dynamic_feat_size(self, img_size: Tuple[int, int]) -> Tuple[int, int]:
+        return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        x = self.relu(self.bn3(self.conv3(x)))
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class LVViTBlock(Block):
+    """timm's pre-norm ``Block`` with LV-ViT's residual scaling (official ``Block``):
+    ``x + attn(norm1(x)) / skip_lam``, then ``x + mlp(norm2(x)) / skip_lam``."""
+
+    def __init__(self, *args, skip_lam: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip_lam = skip_lam
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                is_causal: bool = False) -> torch.Tensor:
+        attn = self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal)
+        x = x + self.drop_path1(self.ls1(attn)) / self.skip_lam
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))) / self.skip_lam
+        return x
+
+
+class SparsifinerLVViT(Sparsifiner):
+    """Sparsifiner on LV-ViT (official ``SparsifinerLVViT`` with ``p_emb='4_2'``, ``return_dense=True``).
+
+    The token-labeling ``aux_head`` classifies every patch token; ``forward_head`` returns ``head(cls)`` in
+    training mode and ``head(cls) + aux_weight * max over tokens of aux_head(patches)`` in eval mode, as the
+    official ``forward``; ``aux_logits(tokens)`` gives the per-token logits ``[B, N-1, classes]`` (the
+    official ``features``, used by token-labeling / token-distillation losses). ``mix_token`` of the official
+    constructor only sets a flag there (its forward has no MixToken), so it has no counterpart here.
+    """
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, skip_lam: float = 2.0, stem_chs: int = 64,
+                 aux_weight: float = 0.5, **kwargs):
+        """
+        Args:
+            skip_lam: residual branches are divided by it (official LV-ViT-S: 2.0).
+            stem_chs: channels of the conv stem (64: ``p_emb='4_2'``; 128: ``'4_2_128'``).
+            aux_weight: weight of the max-pooled token logits in eval-mode outputs (official 0.5).
+            Other arguments: as ``Sparsifiner`` (LV-ViT defaults: ``qkv_bias=False``, LayerNorm eps 1e-5).
+        """
+        for bad in ('embed_layer', 'block_fn', 'global_pool', 'fc_norm', 'pre_norm'):
+            if bad in kwargs:
+                raise ValueError(f'SparsifinerLVViT: {bad} is fixed by the LV-ViT architecture')
+        kwargs.setdefault('qkv_bias', False)
+        kwargs.setdefault('norm_layer', partial(nn.LayerNorm, eps=1e-5))
+        super().__init__(img_size=img_size, patch_size=patch_size,
+                         embed_layer=partial(LVViTPatchEmbed, stem_chs=stem_chs),
+                         block_fn=partial(LVViTBlock, skip_lam=skip_lam), **kwargs)
+        self.skip_lam = skip_lam
+        self.aux_weight = aux_weight
+        self.aux_head = self._new_aux_head(self.num_classes)
+
+    def _new_aux_head(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        head = nn.Linear(self.embed_dim, num_classes, device=self.head.weight.device, dtype=self.head.weight.dtype)
+        trunc_normal_(head.weight, std=.02)
+        nn.init.zeros_(head.bias)
+        return head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        super().reset_classifier(num_classes, global_pool)
+        self.aux_head = self._new_aux_head(num_classes)
+        self.aux_head.train(self.training)
+
+    def aux_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Token-labeling logits of the patch tokens of ``forward_features`` output: ``[B, N-1, classes]``."""
+        return self.aux_head(x[:, self.num_prefix_tokens:])
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        out = super().forward_head(x, pre_logits=pre_logits)
+        if pre_logits or self.training or isinstance(self.aux_head, nn.Identity):
+            return out
+        return out + self.aux_weight * self.aux_logits(x).amax(dim=1)
+
+
 def predictor_macs(model: Sparsifiner, batch: int = 1) -> int:
     """Matmul MACs of the predictors (both channel reductions, the key token reduction, the cheap
     attention and the sparse reconstruction with ``basis_topk`` coefficients per query), as the paper's
@@ -317,7 +444,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict
     state_dict = _unwrap(state_dict)
     predictor = {k: v for k, v in state_dict.items() if '.mask_predictor.' in k}
     backbone = {k: v for k, v in state_dict.items() if '.mask_predictor.' not in k}
-    out = _vit_checkpoint_filter_fn(backbone, model)
+    lvvit = isinstance(model, SparsifinerLVViT)
+    # LV-ViT: official key names throughout (no timm remapping / resampling: the token count is fixed)
+    out = dict(backbone) if lvvit else _vit_checkpoint_filter_fn(backbone, model)
     model_state = model.state_dict()
     if predictor:
         out.update(predictor)
@@ -326,10 +455,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict
     if getattr(model.blocks[0].attn.mask_predictor, 'share_inout_proj', False):
         for k in [k for k in out if k.endswith('.proj_back_n')]:
             out.setdefault(k.replace('.proj_back_n', '.proj_n'), out[k])
-    unmapped = [k for k in out if k not in model_state and not k.startswith('head.')]
+    heads = ('head.', 'aux_head.') if lvvit else ('head.',)
+    unmapped = [k for k in out if k not in model_state and not k.startswith(heads)]
+    if lvvit:  # a DeiT checkpoint has the same names for different shapes (patch_embed.proj, mlp.fc1, ...)
+        unmapped += [f'{k} {list(v.shape)} (model: {list(model_state[k].shape)})' for k, v in out.items()
+                     if k in model_state and not k.startswith(heads) and v.shape != model_state[k].shape]
     if unmapped:
-        raise unmapped_keys_error(unmapped, type(model).__name__, 'a distilled DeiT or an LV-ViT checkpoint?',
-                                  max_listed=20)
+        hint = 'a DeiT / ViT checkpoint?' if lvvit else 'a distilled DeiT or an LV-ViT checkpoint?'
+        raise unmapped_keys_error(unmapped, type(model).__name__, hint, max_listed=20)
     return out
 
 
@@ -337,10 +470,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict
 # Builders, pretrained configs, registered variants
 # ---------------------------------------------------------------------------------------------------------------
 
-def _create_sparsifiner(variant: str, pretrained: bool = False, **kwargs) -> Sparsifiner:
+def _create_sparsifiner(variant: str, pretrained: bool = False, model_cls: type = Sparsifiner,
+                        **kwargs) -> Sparsifiner:
     out_indices = kwargs.pop('out_indices', 3)
     return build_model_with_cfg(
-        Sparsifiner, variant, pretrained,
+        model_cls, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
         **kwargs)
@@ -366,16 +500,26 @@ _INIT_NOTE = ('No Sparsifiner weights are released. This tag loads the public De
               'a freshly initialised predictor: the starting point of phase 1 (predictor distillation), not a '
               'usable sparse model.')
 
+_LVVIT_URL = 'https://github.com/zihangJiang/TokenLabeling/releases/download/1.0/'
+_LVVIT_NOTE = ('No Sparsifiner weights are released. This tag loads the public LV-ViT-S weights (Token Labeling '
+               'release, the ones the official run_model.sh downloads) into the backbone with a freshly '
+               'initialised predictor: the starting point of phase 1, not a usable sparse model.')
+
 default_cfgs = generate_default_cfgs({
     'sparsifiner_deit_tiny.deit_init': _cfg(_DEIT_URL + 'deit_tiny_patch16_224-a1311bcf.pth', notes=_INIT_NOTE),
     'sparsifiner_deit_small.deit_init': _cfg(_DEIT_URL + 'deit_small_patch16_224-cd65a155.pth', notes=_INIT_NOTE),
     'sparsifiner_deit_base.deit_init': _cfg(_DEIT_URL + 'deit_base_patch16_224-b5f2ef4d.pth', notes=_INIT_NOTE),
+    'sparsifiner_lvvit_small.lvvit_init': _cfg(
+        _LVVIT_URL + 'lvvit_s-26M-224-83.3.pth.tar', crop_pct=0.9, first_conv='patch_embed.conv1',
+        classifier=('head', 'aux_head'), license='apache-2.0', notes=_LVVIT_NOTE),
 })
 
 # DeiT architectures (official main.py builds DeiT-S; Ti/B are the same class at the DeiT widths, head_dim 64).
 _DEIT_TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
 _DEIT_SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
 _DEIT_BASE = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+# LV-ViT-S as the official main.py builds it ('sparsifiner_lvvit'): p_emb '4_2', skip_lam 2, qkv_bias False.
+_LVVIT_SMALL = dict(patch_size=16, embed_dim=384, depth=16, num_heads=6, mlp_ratio=3., skip_lam=2.0)
 
 
 @register_model
@@ -391,3 +535,9 @@ def sparsifiner_deit_small(pretrained: bool = False, **kwargs) -> Sparsifiner:
 @register_model
 def sparsifiner_deit_base(pretrained: bool = False, **kwargs) -> Sparsifiner:
     return _create_sparsifiner('sparsifiner_deit_base', pretrained, **{**_DEIT_BASE, **kwargs})
+
+
+@register_model
+def sparsifiner_lvvit_small(pretrained: bool = False, **kwargs) -> SparsifinerLVViT:
+    return _create_sparsifiner('sparsifiner_lvvit_small', pretrained, model_cls=SparsifinerLVViT,
+                               **{**_LVVIT_SMALL, **kwargs})
