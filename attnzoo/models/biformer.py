@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, register_notrace_module, trunc_normal_
+from timm.layers import DropPath, Mlp, calculate_drop_path_rates, register_notrace_module, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 
 from attnzoo.ops import routing_attention
@@ -347,7 +347,7 @@ class BiFormer(StagedClassifier):
         self.num_features = embed_dims[-1]
         self.stem = BiFormerStem(stem_type, in_chans, embed_dims[0], **dd)
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))  # linear over all blocks (a list: meta-safe)
         stages, self.feature_info, cur = [], [], 0
         for i in range(num_stages):
             stages.append(BiFormerStage(
@@ -489,7 +489,8 @@ default_cfgs = generate_default_cfgs({
     'biformer_small.in1k': _cfg('s!AkBbczdRlZvChHDyM-x9KWRBZ832'),
     'biformer_base.in1k': _cfg('s!AkBbczdRlZvChHI_XPhoadjaNxtO'),
     'biformer_stl.in1k': _cfg('s!AkBbczdRlZvChSf-m7ujkvx9lIQ1'),
-    'biformer_stl_nchw.in1k': _cfg('s!AkBbczdRlZvChWYrKbWbMgqd2Ai0'),
+    # the official nchw attention needs every stage-3 map (stride 16) to hold 7 regions per side
+    'biformer_stl_nchw.in1k': _cfg('s!AkBbczdRlZvChWYrKbWbMgqd2Ai0', min_input_size=(3, 112, 112)),
 })
 
 # Architectures (official models/biformer*.py); drop-path rates are left to the training configs.
