@@ -9,9 +9,11 @@ import torch
 import torch.nn as nn
 
 from timm.layers import ClassifierHead, get_device_dtype, register_notrace_function
+from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 
 __all__ = [
+    'build_staged_model',
     'PooledClassifier', 'StagedClassifier', 'check_image_batch', 'unwrap_state_dict', 'rename_key',
     'remap_state_dict', 'unmapped_keys_error',
 ]
@@ -242,3 +244,16 @@ def remap_state_dict(
     if unmapped:
         raise unmapped_keys_error(unmapped, type(model).__name__, hint)
     return out
+
+
+def build_staged_model(model_cls: type, variant: str, pretrained: bool, filter_fn: Callable,
+                       default_depths: Sequence[int], **kwargs) -> nn.Module:
+    """``build_model_with_cfg`` for a ``StagedClassifier``: ``features_only=True`` defaults to timm's getter (NCHW
+    maps from ``forward_intermediates``, trailing stages pruned) over every stage of ``depths`` (default
+    ``default_depths``)."""
+    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', default_depths)))))
+    return build_model_with_cfg(
+        model_cls, variant, pretrained,
+        pretrained_filter_fn=filter_fn,
+        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=out_indices),
+        **kwargs)

@@ -45,12 +45,12 @@ import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, calculate_drop_path_rates, register_notrace_module, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, named_apply, register_model
 
 from attnzoo.ops import routing_attention
 from attnzoo.ops.routing import _region_logits
 
-from ._base import StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
+from ._base import build_staged_model, StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
 
 __all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn']
 
@@ -456,14 +456,9 @@ def _resolve_pretrained(variant: str, kwargs: Dict[str, Any]) -> None:
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
     """Build a variant. ``features_only=True`` uses timm's getter (NCHW maps from ``forward_intermediates``,
     trailing stages pruned)."""
-    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (2, 2, 8, 2))))))
     if pretrained:
         _resolve_pretrained(variant, kwargs)
-    return build_model_with_cfg(
-        BiFormer, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=out_indices),
-        **kwargs)
+    return build_staged_model(BiFormer, variant, pretrained, checkpoint_filter_fn, (2, 2, 8, 2), **kwargs)
 
 
 _ONEDRIVE = 'https://api.onedrive.com/v1.0/shares/{}/root/content'

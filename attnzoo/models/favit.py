@@ -30,11 +30,11 @@ import torch.nn as nn
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, calculate_drop_path_rates, register_notrace_function
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, named_apply, register_model
 
 from attnzoo.ops.factorized import FactorizedSelfAttention
 
-from ._base import StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
+from ._base import build_staged_model, StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
 
 __all__ = ['FaViT', 'checkpoint_filter_fn']
 
@@ -333,12 +333,7 @@ def model_args_from_official(official_kwargs: Dict[str, Any]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def _create_favit(variant: str, pretrained: bool = False, **kwargs) -> FaViT:
-    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (2, 2, 6, 2))))))
-    return build_model_with_cfg(
-        FaViT, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=out_indices),
-        **kwargs)
+    return build_staged_model(FaViT, variant, pretrained, checkpoint_filter_fn, (2, 2, 6, 2), **kwargs)
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:

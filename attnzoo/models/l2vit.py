@@ -32,12 +32,12 @@ import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, named_apply, register_model
 
 from attnzoo.ops.linear import LinearAttention
 from attnzoo.ops.window import WindowAttention2D
 
-from ._base import StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
+from ._base import build_staged_model, StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
 
 __all__ = ['L2ViT', 'checkpoint_filter_fn']
 
@@ -369,12 +369,7 @@ def model_args_from_official(official_kwargs: Dict[str, Any]) -> Dict[str, Any]:
 
 def _create_l2vit(variant: str, pretrained: bool = False, **kwargs) -> L2ViT:
     """``features_only=True`` defaults to ``feature_cls='getter'`` (NCHW stage outputs, trailing stages pruned)."""
-    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (2, 2, 6, 2))))))
-    return build_model_with_cfg(
-        L2ViT, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=out_indices),
-        **kwargs)
+    return build_staged_model(L2ViT, variant, pretrained, checkpoint_filter_fn, (2, 2, 6, 2), **kwargs)
 
 
 _URL = 'https://github.com/ChuanyangZheng/L2ViT/releases/download/v1.0/'

@@ -35,7 +35,8 @@ from timm.models.swin_transformer import PatchMerging
 
 from attnzoo.ops import NeighborhoodAttention2D
 
-from ._base import PooledClassifier, StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
+from ._base import (
+    PooledClassifier, StagedClassifier, build_staged_model, check_image_batch, remap_state_dict, unwrap_state_dict)
 
 __all__ = ['NAT', 'NATIsotropic', 'checkpoint_filter_fn']
 
@@ -669,12 +670,7 @@ def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
     """Build a hierarchical variant. ``features_only=True`` defaults to ``feature_cls='getter'`` (NCHW maps from
     ``forward_intermediates``, unused trailing stages pruned); ``feature_cls='list'`` gives timm's
     ``FeatureListNet``, which like Swin returns the stages' native NHWC maps (its ``output_fmt`` says so)."""
-    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (3, 4, 6, 5))))))
-    return build_model_with_cfg(
-        NAT, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=out_indices),
-        **kwargs)
+    return build_staged_model(NAT, variant, pretrained, checkpoint_filter_fn, (3, 4, 6, 5), **kwargs)
 
 
 def _create_nat_isotropic(variant: str, pretrained: bool = False, **kwargs) -> NATIsotropic:
