@@ -9,12 +9,15 @@
 #       val_dataloader.dataset.model_name=sparsifiner_lvvit_small \
 #       --work-dir work_dirs/sparsifiner_lvvit_small_phase1
 #   python tools/train.py configs/classification/sparsifiner_lvvit_small.py
-# Differences from the official LV-ViT run: the teacher here is the same LV-ViT-S at keep 1.0 in eval mode, whose
-# logits include the 0.5 x max-token aux term (official LVViTTeacher: class-token logits only), and the token
-# distillation uses the final patch tokens (official: the aux_head token logits); no token-labeling targets.
+# Loss (official src/losses.py NewLoss on SparsifinerLVViT / LVViTTeacher outputs, default LOSS weights):
+# CE(head(cls), mixup targets) + 0.5 KL(eval-mode dense teacher's head(cls) || student's, batchmean)
+# + 0.5 MSE(aux_head token logits, teacher's). The teacher (weights and BatchNorm statistics) comes from the
+# phase-1 checkpoint's teacher.* keys, i.e. the public LV-ViT-S weights. No token-labeling targets (the
+# official Sparsifiner run has none either).
 _base_ = ['./sparsifiner_deit_small_phase2.py']
 model = dict(model_name='sparsifiner_lvvit_small',
-             init_checkpoint='work_dirs/sparsifiner_lvvit_small_phase1/epoch_5.pth')
+             init_checkpoint='work_dirs/sparsifiner_lvvit_small_phase1/epoch_5.pth',
+             cls_distill_weight=0.5, token_distill_weight=0.5)
 train_dataloader = dict(dataset=dict(model_name='sparsifiner_lvvit_small'))
 val_dataloader = dict(dataset=dict(model_name='sparsifiner_lvvit_small'))
 test_dataloader = dict(dataset=dict(model_name='sparsifiner_lvvit_small'))

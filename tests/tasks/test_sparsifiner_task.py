@@ -7,8 +7,6 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS
 
-import attnzoo  # noqa: F401
-import attnzoo.tasks  # noqa: F401
 from attnzoo.tasks.classification import TimmOptimWrapperConstructor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +24,8 @@ def test_phase1_trains_only_the_predictor_against_the_teacher_attention():
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
     assert trainable and all('.mask_predictor.' in n and n.startswith('model.') for n in trainable)
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        m.model.head.weight.add_(torch.randn_like(m.model.head.weight))  # student logits away from the teacher's
     losses = m.loss(x, y)
     assert set(losses) == {'loss_attn_recon'}
     # the loss is 0.01 x mean over layers of the summed squared error against the teacher's maps
@@ -49,8 +49,22 @@ def test_phase2_freezes_the_predictor_and_uses_the_paper_loss(tmp_path):
     for n, p in m.model.named_parameters():
         assert p.requires_grad == ('.mask_predictor.' not in n)
         torch.testing.assert_close(p, m1.model.state_dict()[n])
-    losses = m.loss(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        m.model.head.weight.add_(torch.randn_like(m.model.head.weight))  # student logits away from the teacher's
+    losses = m.loss(x, y)
     assert set(losses) == {'loss_cls', 'loss_cls_distill', 'loss_token_distill'}
+    # DeiT (official Sparsifiner / VisionTransformerTeacher): CE + 0.5 KL(teacher logits) + 0.5 MSE(patch tokens)
+    with torch.no_grad():
+        t, s = m.teacher.forward_features(x), m.model.forward_features(x)
+        logp, logp_t = m.model.forward_head(s).log_softmax(-1), m.teacher.forward_head(t).log_softmax(-1)
+    expect = dict(
+        loss_cls=(0.9 * -logp.gather(1, y[:, None])[:, 0] - 0.1 * logp.mean(-1)).mean(),
+        loss_cls_distill=0.5 * (logp_t.exp() * (logp_t - logp)).sum() / 4,
+        loss_token_distill=0.5 * ((s[:, 1:] - t[:, 1:]) ** 2).mean())
+    for k in expect:
+        torch.testing.assert_close(losses[k], expect[k], rtol=1e-5, atol=1e-8)
+    assert losses['loss_cls_distill'] > 1e-3
     # the student starts as the teacher's backbone, sparse: distillation terms are small but non-zero
     assert losses['loss_token_distill'] > 0
     assert m.model.blocks[0].attn.mask_predictor.budget == 5  # ceil(0.25 * 17)
