@@ -1,10 +1,10 @@
 """Sparsifiner speed: top-k sparse attention vs dense attention, op-only and whole model, same run.
 
 Attention only: DeiT-S layer shapes (6 heads x 64, 197 tokens, class row dense), given the top-k
-indices: dense SDPA vs ``attnzoo.ops.topk_attention`` (``torch`` path, and the official dense-masked
-``reference``) at keep rates 1.0 / 0.5 / 0.25 (197 / 99 / 50 keys).
+indices: dense SDPA vs ``attnzoo.ops.topk_attention`` (the ``torch`` gather path, the official dense-masked
+``reference`` and, on CUDA, ``auto``'s masked fused SDPA) at keep rates 1.0 / 0.5 / 0.25 (197 / 99 / 50 keys).
 Whole model: timm ``deit_small_patch16_224`` vs ``sparsifiner_deit_small`` at keep 1.0 / 0.5 / 0.25
-(keep 1.0 skips the predictor: dense SDPA), images/s, inference. Also the attention MACs per image.
+(keep 1.0 skips the predictor: dense SDPA; on CUDA also with the ``torch`` gather path), images/s, inference. Also the attention MACs per image.
 
     python benchmarks/sparse_ops.py --device cpu  --batch 16 --threads 1
     python benchmarks/sparse_ops.py --device cuda --batch 256 --dtype bfloat16
@@ -62,12 +62,20 @@ def main():
     for rate in RATES:
         K = min(-(-int(rate * 197 * 1000) // 1000), 197)
         idx = torch.rand(B, 6, 196, 197, device=dev, generator=g).topk(K, -1).indices
-        cases[f'attn/topk_torch_keep{rate}'] = (lambda i=idx: topk_attention(q, k, v, indices=i, dense_rows=1))
+        def gather(i=idx):
+            with use_backend('torch'):
+                return topk_attention(q, k, v, indices=i, dense_rows=1)
+        cases[f'attn/topk_torch_keep{rate}'] = gather
 
         def ref(i=idx):
             with use_backend('reference'):
                 return topk_attention(q, k, v, indices=i, dense_rows=1)
         cases[f'attn/topk_reference_keep{rate}'] = ref
+        if dev == 'cuda':  # auto on CUDA: the connectivity as a boolean mask of one fused SDPA call
+            def auto(i=idx):
+                with use_backend('auto'):
+                    return topk_attention(q, k, v, indices=i, dense_rows=1)
+            cases[f'attn/topk_auto_masked_sdpa_keep{rate}'] = auto
     x = torch.randn(B, 3, 224, 224, device=dev, dtype=dtype, generator=g)
     deit = timm.create_model('deit_small_patch16_224').to(dev, dtype).eval()
     cases['model/deit_small_timm'] = lambda: deit(x)
@@ -75,6 +83,11 @@ def main():
     for rate in RATES:
         m = timm.create_model('sparsifiner_deit_small', keep_rate=rate).to(dev, dtype).eval()
         cases[f'model/sparsifiner_deit_small_keep{rate}'] = (lambda m=m: m(x))
+        if dev == 'cuda':  # the gather path on the GPU too (auto runs the masked fused kernel there)
+            def model_gather(m=m):
+                with use_backend('torch'):
+                    return m(x)
+            cases[f'model/sparsifiner_deit_small_keep{rate}_torch_gather'] = model_gather
         with torch.no_grad(), count_attention_macs() as c:
             m(x[:1])
         macs[rate] = dict(attention_macs=c.macs, predictor_macs=predictor_macs(m))

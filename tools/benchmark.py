@@ -157,16 +157,32 @@ def run(args) -> dict:
         results.append(row)
         print(json.dumps(row), flush=True)
     machine = machine_name(args.device, args.threads)
+    if args.baseline:
+        _add_ratios(results, args.baseline)
     return dict(machine=machine, device=args.device, torch=torch.__version__, timm=timm.__version__,
-                amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                amp=args.amp, channels_last=args.channels_last, compile=args.compile, baseline=args.baseline,
                 command=' '.join(sys.argv), results=results)
 
 
+def _add_ratios(results: list, baseline: str) -> None:
+    """Same-run ratios to the baseline row: img/s (higher is better) and train peak memory (lower is better)."""
+    ratios = {'inference_img_per_s': 'inference_vs_baseline', 'train_img_per_s': 'train_vs_baseline',
+              'train_peak_mem_mb': 'train_peak_vs_baseline'}
+    base = next(r for r in results if r['model'] == baseline)
+    for r in results:
+        for key, name in ratios.items():
+            if key in r and base.get(key):
+                r[name] = round(r[key] / base[key], 3)
+
+
 def to_markdown(report: dict) -> str:
-    cols = ['model', 'params_m', 'gmacs', 'inference_img_per_s', 'inference_ms_per_batch', 'inference_peak_mem_mb',
-            'train_img_per_s', 'train_peak_mem_mb']
+    cols = ['model', 'params_m', 'gmacs', 'inference_img_per_s', 'inference_vs_baseline', 'inference_ms_per_batch',
+            'inference_peak_mem_mb', 'train_img_per_s', 'train_vs_baseline', 'train_peak_mem_mb',
+            'train_peak_vs_baseline']
     cols = [c for c in cols if any(c in r for r in report['results'])]
-    lines = [f"machine: {report['machine']}, torch {report['torch']}, amp {report['amp']}",
+    baseline = f", ratios to {report['baseline']} (same run)" if report.get('baseline') else ''
+    lines = [f"machine: {report['machine']}, torch {report['torch']}, amp {report['amp']}, "
+             f"compile {report['compile']}, channels_last {report['channels_last']}{baseline}",
              '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for r in report['results']:
         lines.append('| ' + ' | '.join(str(r.get(c, r.get('error', '')) if c != 'model' else r['model'])
@@ -209,6 +225,7 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--threads', type=int, default=0, help='CPU threads (0: torch default)')
     p.add_argument('--no-macs', action='store_true', help='skip the (slow on CPU) MAC count')
+    p.add_argument('--baseline', help='a --model entry: add same-run ratios of img/s and train memory to it')
     p.add_argument('--json', type=Path, help='write the report here')
     p.add_argument('--markdown', type=Path, help='write the table here')
     p.add_argument('--plot', type=Path, help='write an img/s vs GMACs plot here (needs matplotlib)')
@@ -224,6 +241,8 @@ def main(argv=None):
     if unknown:
         close = sorted({c for m in unknown for c in timm.list_models(f"*{m.split('_')[0]}*")})
         raise SystemExit(f'--model: unknown model(s) {unknown}; registered models like them: {close[:12]}')
+    if args.baseline and args.baseline not in args.model:
+        raise SystemExit(f'--baseline {args.baseline!r} must be one of --model {args.model}')
     report = run(args)
     table = to_markdown(report)
     print(table)

@@ -311,7 +311,7 @@ def _tile_plan(spatial: tuple, kernel: tuple, causal: tuple, device: torch.devic
     k_index = _ravel(_outer(k_pos), spatial).flatten()
     mask = functools.reduce(torch.logical_and, _outer(masks))
     rel_flat = _ravel(_outer(rels), [2 * ks - 1 for ks in kernel])
-    bias_index = rel_flat.masked_fill(~mask, math.prod(2 * ks - 1 for ks in kernel))
+    bias_index = rel_flat.masked_fill(~mask, math.prod([2 * ks - 1 for ks in kernel]))
     # Slot of token p in the [nT.., T..] query layout: tile p // T and offset p % T per axis.
     coords = [torch.arange(length, device=device) for length in spatial]
     tile_of = _outer([c // t for c, t in zip(coords, tiles)])
@@ -338,9 +338,11 @@ def _na_tiled(q, k, v, kernel, causal, rpb, scale, dropout_p):
     if rpb is None:
         mask = plan.mask[None].expand(heads, nt, tt, rr).reshape(1, heads * nt, tt, rr)
     else:
-        table = torch.cat([rpb.reshape(heads, -1).to(q.dtype), rpb.new_full((heads, 1), float('-inf'), dtype=q.dtype)], 1)
+        # The table stays in rpb's dtype (fp32 under autocast) and only the gathered bias is cast: the gather's
+        # backward scatter-adds B*N*k^n gradients into a few hundred entries, which a bf16 table cannot hold.
         # gather (whose backward is a scatter-add) rather than indexing (a serialised index_put).
-        mask = table.gather(1, plan.bias_index.view(1, -1).expand(heads, -1)).view(1, heads * nt, tt, rr)
+        table = torch.cat([rpb.reshape(heads, -1), rpb.new_full((heads, 1), float('-inf'))], 1)
+        mask = table.gather(1, plan.bias_index.view(1, -1).expand(heads, -1)).to(q.dtype).view(1, heads * nt, tt, rr)
     out = _attention(tiles(q, plan.q_index, tt), tiles(k, plan.k_index, rr), tiles(v, plan.k_index, rr),
                      mask, dropout_p, scale)
     out = out.reshape(B * heads, nt * tt, -1).index_select(1, plan.out_index)  # [B*h, N, Dv]
@@ -411,7 +413,7 @@ def _na_flex(q, k, v, kernel, causal, rpb, scale):
         return _na_full(q, k, v, kernel, rpb, scale, 0.0)
     spatial = tuple(spatial)
     block_mask = _flex_block_mask(spatial, kernel, causal, q.device)
-    score_mod = None if rpb is None else _flex_rpb_score_mod(rpb.to(q.dtype), spatial, kernel)
+    score_mod = None if rpb is None else _flex_rpb_score_mod(rpb, spatial, kernel)  # fp32 scores, fp32 bias grad
     out = _compiled_flex_attention()(
         q.flatten(1, n).transpose(1, 2), k.flatten(1, n).transpose(1, 2), v.flatten(1, n).transpose(1, 2),
         score_mod=score_mod, block_mask=block_mask, scale=scale)
@@ -452,16 +454,33 @@ def _na_natten(q, k, v, kernel, dil, causal, scale):
 # Public functional API
 # ---------------------------------------------------------------------------------------------
 
+# ``auto`` compiles flex for at most this many map shapes (each costs seconds of compilation), then sends new
+# shapes to the tiled path: detection / segmentation inputs of ever-changing sizes would otherwise compile on
+# every image until dynamo's limit, past which flex falls back to dense O(N^2) attention.
+_FLEX_MAX_SHAPES = 8
+_flex_shapes: set = set()
+
+
+def _flex_shape_admitted(q: torch.Tensor) -> bool:
+    shape = tuple(q.shape[1:-2])
+    if shape in _flex_shapes:
+        return True
+    if len(_flex_shapes) >= _FLEX_MAX_SHAPES:
+        return False
+    _flex_shapes.add(shape)
+    return True
+
+
 def _select_backend(q: torch.Tensor, rpb, dropout_p: float, op: str) -> str:
     requested = get_backend()
     if requested == 'auto':
         if q.is_cuda:
             if natten_fused_available() and rpb is None and dropout_p == 0:
                 return 'natten'
-            # flex accumulates the RPB gradient with contended atomics (20-40x slower backward):
-            # a trainable bias goes to the tiled path, whose gather backward is a scatter-add.
-            rpb_needs_grad = rpb is not None and rpb.requires_grad and torch.is_grad_enabled()
-            if flex_available() and dropout_p == 0 and not rpb_needs_grad:
+            # With an RPB the tiled path wins on an H200 (benchmarks/README.md): flex's score_mod bias is no faster
+            # forward (0.9-1.1x) and its bias gradient is accumulated with contended atomics (up to 16x slower
+            # backward); flex also compiles once per map shape. So flex serves bias-free NA only.
+            if flex_available() and dropout_p == 0 and rpb is None and _flex_shape_admitted(q):
                 return 'flex'
         return 'torch'
     if requested == 'flex':

@@ -24,9 +24,13 @@ Backends (``attnzoo.ops.use_backend``):
                counts a GEMM beats every per-query gather of K key rows we measured). Memory
                O(Nq*Nk) for the logits, O(Nq*K) after. Autograd everywhere (gather and
                embedding_bag backward are scatter-adds). The dense rows use SDPA.
-``auto`` picks ``torch`` on every device. There is no flex/NATTEN kernel for unstructured top-k
-connectivity; ``flex`` / ``natten`` requests also run the ``torch`` gather path (on CUDA too: the
-CUDA path *is* the torch gather, verified against ``reference`` by ``tests/ops/test_sparse_cuda.py``).
+``auto`` picks ``torch`` on the CPU. On CUDA it runs the connectivity as a boolean mask of one fused SDPA
+call: at 197 tokens the gather path measured 13-40x slower than fused dense attention on an H200 (the
+``[B, heads, N, K]`` index tensor alone moves as many bytes as q, k and v; benchmarks/README.md), so a GPU
+gains nothing from skipping keys at ViT token counts. ``torch`` on CUDA still runs the gather (whose cost
+falls with the keep rate). There is no flex/NATTEN kernel for unstructured top-k connectivity; ``flex`` /
+``natten`` requests run the ``torch`` gather path. Every path is checked against ``reference`` on CUDA by
+``tests/ops/test_sparse_cuda.py``.
 """
 import math
 from typing import Optional, Tuple
@@ -52,7 +56,8 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, op: str) -> No
     check_key_tokens(op, q, k, v, 'Nk')
 
 
-def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str,
+                        check_values: bool = True) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     B, H, Nq, _ = q.shape
     Nk = k.shape[2]
     if (indices is None) == (mask is None):
@@ -73,7 +78,9 @@ def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str) -> Tuple[
             raise ValueError(f'{op}: indices must select 1 <= K <= Nk={Nk} keys per query, got K={K}')
         if indices.device != q.device:
             raise ValueError(f'{op}: indices must be on the device of q ({q.device}), got {indices.device}')
-        if indices.numel() and indices.device.type != 'meta':  # a value check needs data
+        # a value check needs data, and costs a device sync (and a graph break under torch.compile)
+        if check_values and indices.numel() and indices.device.type != 'meta' \
+                and not torch.compiler.is_compiling():
             lo, hi = torch.aminmax(indices)
             if int(lo) < 0 or int(hi) >= Nk:
                 raise ValueError(f'{op}: indices must lie in [0, Nk={Nk}), got values in [{int(lo)}, {int(hi)}]')
@@ -150,9 +157,24 @@ def _topk_gather(q, k, v, indices, valid, scale, dropout_p):
         attn = F.dropout(attn, dropout_p)
     offset = torch.arange(B * H, device=v.device).view(B, H, 1, 1) * Nk
     flat = (indices + offset).reshape(B * H * Nq, K)
-    out = F.embedding_bag(flat, v.reshape(B * H * Nk, Dv), per_sample_weights=attn.reshape(B * H * Nq, K),
-                          mode='sum')
-    return out.view(B, H, Nq, Dv)
+    values, weights = v.reshape(B * H * Nk, Dv), attn.reshape(B * H * Nq, K)
+    if v.is_cuda and v.dtype in (torch.float16, torch.bfloat16):
+        # CUDA has no half-precision backward for the per-sample weights: sum in fp32 (also more exact)
+        values, weights = values.float(), weights.float()
+    out = F.embedding_bag(flat, values, per_sample_weights=weights, mode='sum')
+    return out.to(v.dtype).view(B, H, Nq, Dv)
+
+
+def _topk_masked_sdpa(q, k, v, indices, mask, dense_rows, scale, dropout_p):
+    """The connectivity as a boolean mask of one fused SDPA call (CUDA ``auto``): dense work, but at ViT token
+    counts (197) the fused kernel beats every gather on a GPU, whose index tensor alone is as large as q, k, v.
+    Only for connectivities where every row keeps a key (else the gather path's zero rows are needed)."""
+    if mask is None:
+        mask = indices_to_mask(indices, k.shape[2], dense_rows)
+    elif dense_rows:
+        mask = mask.clone()
+        mask[:, :, :dense_rows] = True
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
 
 
 def _topk_torch(q, k, v, indices, mask, dense_rows, scale, dropout_p):
@@ -175,7 +197,7 @@ def _topk_torch(q, k, v, indices, mask, dense_rows, scale, dropout_p):
 
 def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: Optional[torch.Tensor] = None,
                    mask: Optional[torch.Tensor] = None, dense_rows: int = 0, scale: Optional[float] = None,
-                   dropout_p: float = 0.0) -> torch.Tensor:
+                   dropout_p: float = 0.0, check_indices: bool = True) -> torch.Tensor:
     """Softmax attention of each query over only its selected keys.
 
     Args:
@@ -186,6 +208,8 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: O
         dense_rows: the first ``dense_rows`` query rows attend to all keys (Sparsifiner: 1, the class token).
         scale: logit scale, default ``head_dim ** -0.5``.
         dropout_p: attention dropout (only meaningful in training).
+        check_indices: check that every index lies in ``[0, Nk)`` (one device sync per call; skipped under
+            ``torch.compile``). Callers whose indices come from ``topk`` over ``Nk`` keys pass False.
 
     Returns:
         ``[B, heads, Nq, head_dim_v]``.
@@ -195,7 +219,7 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: O
     """
     op = 'topk_attention'
     _check_qkv(q, k, v, op)
-    indices, mask = _check_connectivity(q, k, indices, mask, dense_rows, op)
+    indices, mask = _check_connectivity(q, k, indices, mask, dense_rows, op, check_indices)
     if scale is None:
         scale = q.shape[-1] ** -0.5
     check_dropout(op, dropout_p)
@@ -213,6 +237,8 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: O
             mask = mask.clone()
             mask[:, :, :dense_rows] = True
         return _topk_reference(q, k, v, mask, scale, dropout_p)
+    if get_backend() == 'auto' and q.is_cuda and (mask is None or bool(mask[:, :, dense_rows:].any(-1).all())):
+        return _topk_masked_sdpa(q, k, v, indices, mask, dense_rows, scale, dropout_p)
     return _topk_torch(q, k, v, indices, mask, dense_rows, scale, dropout_p)
 
 

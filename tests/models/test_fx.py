@@ -1,5 +1,8 @@
-"""timm's FX contract for every classification family: torchvision's feature extractor with timm's leaf-module
-and autowrap lists traces the model, and the traced graph computes the eager output (forward and backward)."""
+"""Tracing contracts for every classification family.
+
+timm's FX contract: torchvision's feature extractor with timm's leaf-module and autowrap lists traces the model,
+and the traced graph computes the eager output (forward and backward). torch.compile: dynamo captures the whole
+model, ops included, in one graph (no graph break) in eval and in train mode."""
 import pytest
 import timm
 import torch
@@ -30,3 +33,15 @@ def test_fx_trace_matches_eager(name, kwargs, size):
     fx.train()
     fx(x)['head'].sum().backward()
     assert all(p.grad is not None for p in model.head.parameters())
+
+
+@pytest.mark.parametrize('name,kwargs,size', CASES + [('dlgsanet_tiny_x2', dict(), (32, 40))],
+                         ids=[c[0] for c in CASES] + ['dlgsanet_tiny_x2'])
+def test_dynamo_captures_one_graph(name, kwargs, size):
+    torch._dynamo.reset()
+    model = timm.create_model(name, **kwargs)
+    x = torch.randn(1, 3, *size)
+    for training in (False, True):
+        explained = torch._dynamo.explain(model.train(training))(x)
+        assert explained.graph_break_count == 0, [str(b.reason).splitlines()[0] for b in explained.break_reasons]
+    torch._dynamo.reset()

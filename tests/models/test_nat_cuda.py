@@ -1,4 +1,4 @@
-"""NAT/DiNAT on CUDA through the automatic backend choice (flex without trainable bias, tiled SDPA with it).
+"""NAT/DiNAT on CUDA through the automatic backend choice (the tiled SDPA path: every layer has an RPB).
 Skipped without a GPU."""
 import pytest
 import timm

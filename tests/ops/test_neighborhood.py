@@ -241,3 +241,15 @@ def test_dropout_only_in_torch_and_reference_and_is_stochastic():
     b = ops.na2d(q, k, v, 3, dropout_p=0.5)
     assert not torch.equal(a, b)
     assert math.isfinite(a.sum().item())
+
+
+def test_auto_flex_admits_a_bounded_number_of_map_shapes(monkeypatch):
+    """``auto`` compiles flex for a few map shapes only; further shapes go to the tiled path (no recompilation
+    storm on detection inputs of changing size), while admitted shapes keep using flex."""
+    from attnzoo.ops import neighborhood
+    monkeypatch.setattr(neighborhood, '_flex_shapes', set())
+    limit = neighborhood._FLEX_MAX_SHAPES
+    maps = [torch.empty(1, 8 + i, 9, 2, 4) for i in range(limit + 2)]
+    assert all(neighborhood._flex_shape_admitted(m) for m in maps[:limit])
+    assert not any(neighborhood._flex_shape_admitted(m) for m in maps[limit:])
+    assert neighborhood._flex_shape_admitted(maps[0])

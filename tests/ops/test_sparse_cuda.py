@@ -1,5 +1,6 @@
-"""CUDA check of topk_attention (the torch gather path on CUDA: GEMM + gather logits, embedding_bag for attn @ v)
-against the dense-masked reference, forward and backward, fp32 and bf16; skipped without CUDA."""
+"""CUDA check of topk_attention against the dense-masked reference, forward and backward, fp32 and bf16: the
+``torch`` gather path (GEMM + gathered logits, embedding_bag for attn @ v) and ``auto`` (the connectivity as a
+boolean mask of one fused SDPA call); skipped without CUDA."""
 import pytest
 import torch
 
@@ -10,12 +11,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUD
 
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize('K', [50, 99, 197])
-def test_cuda_matches_reference(dtype, tol, K):
+@pytest.mark.parametrize('backend', ['torch', 'auto'])
+def test_cuda_matches_reference(dtype, tol, K, backend):
     g = torch.Generator(device='cuda').manual_seed(0)
     q, k, v = [torch.randn(4, 6, 197, 64, device='cuda', generator=g, dtype=dtype, requires_grad=True)
                for _ in range(3)]
     idx = torch.rand(4, 6, 196, 197, device='cuda', generator=g).topk(K, -1).indices
-    out = topk_attention(q, k, v, indices=idx, dense_rows=1)
+    with use_backend(backend):
+        out = topk_attention(q, k, v, indices=idx, dense_rows=1)
     grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
     with use_backend('reference'):
         ref = topk_attention(q, k, v, indices=idx, dense_rows=1)
