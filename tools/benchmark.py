@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Dict, Optional
 
 import torch
 
@@ -148,7 +149,9 @@ def run(args) -> dict:
         base = dict(model=name, device=args.device, img_size=args.img_size, amp=args.amp, steps=args.steps,
                     warmup=args.warmup, channels_last=args.channels_last, compile=args.compile,
                     threads=args.threads)
-        if not args.no_macs:
+        if name in args.macs_rows:
+            row.update(args.macs_rows[name])
+        elif not args.no_macs:
             row.update(_in_subprocess(_macs, base))
         for pass_ in (['inference', 'train'] if args.bench == 'both' else [args.bench]):
             batch = args.batch_size if pass_ == 'inference' else (args.train_batch_size or args.batch_size)
@@ -162,6 +165,26 @@ def run(args) -> dict:
     return dict(machine=machine, device=args.device, torch=torch.__version__, timm=timm.__version__,
                 amp=args.amp, channels_last=args.channels_last, compile=args.compile, baseline=args.baseline,
                 command=' '.join(sys.argv), results=results)
+
+
+def _macs_rows(path: Optional[Path]) -> Dict[str, dict]:
+    """Params / GMACs per model from an earlier report (they do not depend on the device)."""
+    if path is None:
+        return {}
+    keys = ('params_m', 'gmacs', 'macs_img_size')
+    return {r['model']: {k: r[k] for k in keys if k in r} for r in json.loads(path.read_text())['results']
+            if 'gmacs' in r}
+
+
+def render(args) -> dict:
+    """A saved report (``--render``) with MACs from ``--macs-from`` and ratios to ``--baseline`` added."""
+    report = json.loads(args.render.read_text())
+    for row in report['results']:
+        row.update(args.macs_rows.get(row['model'], {}))
+    if args.baseline:
+        _add_ratios(report['results'], args.baseline)
+        report['baseline'] = args.baseline
+    return report
 
 
 def _add_ratios(results: list, baseline: str) -> None:
@@ -212,7 +235,7 @@ def plot(report: dict, path: Path) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', nargs='+', required=True, help='timm / attnzoo model names, measured side by side')
+    p.add_argument('--model', nargs='+', default=[], help='timm / attnzoo model names, measured side by side')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=['cpu', 'cuda'])
     p.add_argument('--bench', default='both', choices=['inference', 'train', 'both'])
     p.add_argument('--batch-size', type=int, default=8, help='inference batch')
@@ -226,10 +249,19 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=0, help='CPU threads (0: torch default)')
     p.add_argument('--no-macs', action='store_true', help='skip the (slow on CPU) MAC count')
     p.add_argument('--baseline', help='a --model entry: add same-run ratios of img/s and train memory to it')
+    p.add_argument('--macs-from', type=Path, help='take params / GMACs from this earlier report (e.g. a CPU run: '
+                   'fvcore may be missing on a GPU machine) instead of counting them')
+    p.add_argument('--render', type=Path, help='measure nothing: re-render this saved report (table, plot), with '
+                   '--macs-from and --baseline applied')
     p.add_argument('--json', type=Path, help='write the report here')
     p.add_argument('--markdown', type=Path, help='write the table here')
     p.add_argument('--plot', type=Path, help='write an img/s vs GMACs plot here (needs matplotlib)')
     args = p.parse_args(argv)
+    if not args.model and not args.render:
+        p.error('--model is required (or --render REPORT)')
+    args.macs_rows = _macs_rows(args.macs_from)
+    if args.render:
+        return args
     if args.device == 'cuda' and not torch.cuda.is_available():
         p.error('--device cuda: no CUDA device is available')
     return args
@@ -241,9 +273,10 @@ def main(argv=None):
     if unknown:
         close = sorted({c for m in unknown for c in timm.list_models(f"*{m.split('_')[0]}*")})
         raise SystemExit(f'--model: unknown model(s) {unknown}; registered models like them: {close[:12]}')
-    if args.baseline and args.baseline not in args.model:
-        raise SystemExit(f'--baseline {args.baseline!r} must be one of --model {args.model}')
-    report = run(args)
+    if args.baseline and args.baseline not in (args.model or [r['model'] for r in
+                                                             json.loads(args.render.read_text())['results']]):
+        raise SystemExit(f'--baseline {args.baseline!r} must be one of the measured models')
+    report = render(args) if args.render else run(args)
     table = to_markdown(report)
     print(table)
     if args.json:

@@ -64,3 +64,26 @@ def test_benchmark_reports_every_field(tmp_path):
                 'train_peak_mem_mb'):
         assert isinstance(row[key], (int, float)) and row[key] >= 0, key
     assert abs(row['params_m'] - 19.98) < 0.1
+
+
+def test_benchmark_render_adds_macs_and_baseline_ratios(tmp_path):
+    """--render re-renders a saved (e.g. GPU) report: params / GMACs from --macs-from, ratios to --baseline."""
+    benchmark = _load_tool('benchmark')
+    measured = {'machine': 'gpu', 'device': 'cuda', 'torch': 'x', 'amp': 'bf16', 'compile': False,
+                'channels_last': True, 'results': [
+                    {'model': 'a', 'inference_img_per_s': 300.0, 'train_img_per_s': 50.0, 'train_peak_mem_mb': 900.0},
+                    {'model': 'b', 'inference_img_per_s': 200.0, 'train_img_per_s': 100.0, 'train_peak_mem_mb': 600.0}]}
+    macs = {'results': [{'model': 'a', 'params_m': 1.5, 'gmacs': 2.0, 'macs_img_size': 224},
+                        {'model': 'b', 'params_m': 3.0, 'gmacs': 4.0, 'macs_img_size': 224}]}
+    (tmp_path / 'gpu.json').write_text(json.dumps(measured))
+    (tmp_path / 'cpu.json').write_text(json.dumps(macs))
+    out, md = tmp_path / 'out.json', tmp_path / 'out.md'
+    benchmark.main(['--render', str(tmp_path / 'gpu.json'), '--macs-from', str(tmp_path / 'cpu.json'),
+                    '--baseline', 'b', '--json', str(out), '--markdown', str(md)])
+    rows = {r['model']: r for r in json.loads(out.read_text())['results']}
+    assert rows['a']['gmacs'] == 2.0 and rows['b']['params_m'] == 3.0
+    assert rows['a']['inference_vs_baseline'] == 1.5 and rows['a']['train_vs_baseline'] == 0.5
+    assert rows['a']['train_peak_vs_baseline'] == 1.5 and rows['b']['inference_vs_baseline'] == 1.0
+    assert 'ratios to b' in md.read_text()
+    with pytest.raises(SystemExit, match='--baseline'):
+        benchmark.main(['--render', str(tmp_path / 'gpu.json'), '--baseline', 'c'])

@@ -1,0 +1,216 @@
+"""The measurements behind the CUDA backend choices (``auto``) of the routing and neighborhood ops.
+
+    python benchmarks/backend_choices.py routing   # flex block size 128 vs 64, against reference / torch
+    python benchmarks/backend_choices.py na        # RPB layouts in flex vs the tiled torch path vs window SDPA
+    python benchmarks/backend_choices.py profile   # torch.profiler tables of a dinat_tiny / biformer_small train step
+
+bf16, B=64, the biformer_small / DiNAT-Tiny stage shapes; fwd+bwd and forward medians of 20 (CUDA events), peak
+MiB of one fwd+bwd, relative errors. Writes ``$OUT/backend_choices_<part>.json`` (``$OUT`` or /tmp); results of the
+H200 run are in ``results/h200_backend_choices.json`` and discussed in README.md here.
+"""
+import functools
+import json
+import math
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attnzoo.ops import neighborhood as N  # noqa: E402
+from attnzoo.ops import routing as R  # noqa: E402
+
+OUT = os.environ.get('OUT', '/tmp')
+dev = 'cuda'
+results = {}
+
+def bench(fn, iters=20, warm=5):
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(True), torch.cuda.Event(True)
+        s.record(); fn(); e.record(); torch.cuda.synchronize()
+        ts.append(s.elapsed_time(e))
+    ts.sort()
+    return ts[len(ts) // 2]
+
+def peak(fn):
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn(); torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+def fwd_bwd(fn, *inputs):
+    def run():
+        out = fn(*inputs)
+        out.backward(torch.ones_like(out))
+    return run
+
+def rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+# ---------------- routing
+def routing_part():
+    cfgs = [(56, 2, 1), (28, 4, 4), (14, 8, 16)]
+    B, D, S = 64, 32, 7
+    compiled = N._compiled_flex_attention()
+    for H, h, topk in cfgs:
+        q, k, v = (torch.randn(B, H, H, h, D, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        idx = R._route(q, k, S, S, topk, (h * D) ** -0.5)
+        Rn, T = S * S, (H // S) ** 2
+        scale = (h * D) ** -0.5
+        ref = R._routing_reference(q.float(), k.float(), v.float(), idx, S, S, scale)
+        row = {}
+        def flex_bs(bs, q, k, v):
+            def hf(x):
+                return R._to_regions(x, S, S).reshape(B, Rn * T, h, D).transpose(1, 2)
+            bm = R.flex_routing_block_mask(idx, Rn, T, block_size=bs)
+            o = compiled(hf(q), hf(k), hf(v), block_mask=bm, scale=scale)
+            return R._from_regions(o.transpose(1, 2).reshape(B, Rn, T, h, D), S, S, H, H)
+        variants = {
+            'reference': lambda q, k, v: R._routing_reference(q, k, v, idx, S, S, scale),
+            'torch': lambda q, k, v: R._routing_torch(q, k, v, idx, S, S, scale),
+            'flex128': functools.partial(flex_bs, 128),
+            'flex64': functools.partial(flex_bs, 64),
+        }
+        for name, fn in variants.items():
+            try:
+                out = fn(q, k, v)
+                err = rel(out, ref)
+                t = bench(fwd_bwd(fn, q, k, v))
+                tf = bench(lambda: fn(q, k, v).sum())
+                m = peak(fwd_bwd(fn, q, k, v))
+                row[name] = dict(ms=round(t, 3), fwd_ms=round(tf, 3), mib=round(m, 1), rel_err=err)
+            except Exception as e:
+                row[name] = dict(error=f'{type(e).__name__}: {str(e)[:300]}')
+            print('routing', H, h, topk, name, row[name], flush=True)
+        results[f'routing_{H}_{h}_{topk}'] = row
+    # fp32 compile check at 56^2 top-1
+    for bs in (128, 64):
+        try:
+            H, h, topk = 56, 2, 1
+            q, k, v = (torch.randn(2, H, H, h, D, device=dev, requires_grad=True) for _ in range(3))
+            idx = R._route(q, k, S, S, topk, (h * D) ** -0.5)
+            T = 64
+            def hf(x):
+                return R._to_regions(x, S, S).reshape(2, 49 * T, h, D).transpose(1, 2)
+            bm = R.flex_routing_block_mask(idx, 49, T, block_size=bs)
+            o = compiled(hf(q), hf(k), hf(v), block_mask=bm, scale=(h * D) ** -0.5)
+            o.sum().backward()
+            results[f'routing_fp32_bs{bs}'] = 'ok'
+        except Exception as e:
+            results[f'routing_fp32_bs{bs}'] = f'{type(e).__name__}: {str(e)[-400:]}'
+        print('fp32', bs, results[f'routing_fp32_bs{bs}'], flush=True)
+
+# ---------------- NA RPB gradient through flex
+def na_flex_rpb_q(q, k, v, rpb, kernel, per_batch=False):
+    """flex NA where the bias is a per-(head, query) table [h, N, P] (P = prod(2k-1)) expanded from rpb."""
+    n = len(kernel)
+    B, *spatial, heads, D = q.shape
+    spatial = tuple(spatial)
+    Ntok = math.prod(spatial)
+    P = math.prod(2 * ks - 1 for ks in kernel)
+    sizes = [2 * ks - 1 for ks in kernel]
+    if per_batch:
+        table = rpb.to(q.dtype).reshape(1, heads, 1, P).expand(B, heads, Ntok, P).contiguous()
+    else:
+        table = rpb.to(q.dtype).reshape(heads, 1, P).expand(heads, Ntok, P).contiguous()
+    def score_mod(score, b, h, q_idx, kv_idx):
+        qc, kc = N._token_coords(q_idx, spatial), N._token_coords(kv_idx, spatial)
+        flat = N._axis_rel(qc[0], kc[0], kernel[0])
+        for a in range(1, n):
+            flat = flat * sizes[a] + N._axis_rel(qc[a], kc[a], kernel[a])
+        if per_batch:
+            return score + table[b, h, q_idx, flat]
+        return score + table[h, q_idx, flat]
+    bm = N._flex_block_mask(spatial, kernel, (False,) * n, q.device)
+    out = N._compiled_flex_attention()(q.flatten(1, n).transpose(1, 2), k.flatten(1, n).transpose(1, 2),
+                                       v.flatten(1, n).transpose(1, 2), score_mod=score_mod, block_mask=bm,
+                                       scale=D ** -0.5)
+    return out.transpose(1, 2).reshape(B, *spatial, heads, D)
+
+def na_part():
+    B, D, ks = 64, 32, 7
+    for H, h in [(56, 2), (28, 4), (14, 8)]:
+        row = {}
+        q, k, v = (torch.randn(B, H, H, h, D, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        rpb = (torch.randn(h, 13, 13, device=dev) * 0.5).requires_grad_()
+        def grads(fn):
+            for t in (q, k, v, rpb):
+                t.grad = None
+            out = fn()
+            out.float().square().mean().backward()
+            return out.detach(), rpb.grad.clone(), q.grad.clone()
+        variants = {
+            'torch': lambda: N._na_tiled(q, k, v, (ks, ks), (False, False), rpb, D ** -0.5, 0.0),
+            'flexA': lambda: N._na_flex(q, k, v, (ks, ks), (False, False), rpb, D ** -0.5),
+            'flexB': lambda: na_flex_rpb_q(q, k, v, rpb, (ks, ks)),
+            'flexC': lambda: na_flex_rpb_q(q, k, v, rpb, (ks, ks), per_batch=True),
+            'flex_norpb': lambda: N._na_flex(q, k, v, (ks, ks), (False, False), None, D ** -0.5),
+            'window_sdpa': lambda: F.scaled_dot_product_attention(
+                *(t.reshape(B, H // 7, 7, H // 7, 7, h, D).permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, h, 49, D) for t in (q, k, v))),
+        }
+        base = grads(variants['torch'])
+        for name, fn in variants.items():
+            try:
+                if name not in ('window_sdpa', 'flex_norpb'):
+                    o, g, gq = grads(fn)
+                    errs = dict(out=rel(o, base[0]), rpb_grad=rel(g, base[1]), q_grad=rel(gq, base[2]))
+                else:
+                    errs = {}
+                t = bench(fwd_bwd(fn))
+                tf = bench(lambda: fn())
+                m = peak(fwd_bwd(fn))
+                row[name] = dict(ms=round(t, 3), fwd_ms=round(tf, 3), mib=round(m, 1), **errs)
+            except Exception as e:
+                row[name] = dict(error=f'{type(e).__name__}: {str(e)[-300:]}')
+            print('na', H, h, name, row[name], flush=True)
+        results[f'na_{H}_{h}'] = row
+
+def profile_part():
+    import timm
+    from torch.profiler import profile, ProfilerActivity
+    for name in ['dinat_tiny', 'biformer_small']:
+        m = timm.create_model(name).cuda().to(memory_format=torch.channels_last).train()
+        x = torch.randn(128, 3, 224, 224, device=dev).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 1000, (128,), device=dev)
+        opt = torch.optim.AdamW(m.parameters())
+        def step():
+            with torch.autocast('cuda', dtype=torch.bfloat16):
+                loss = F.cross_entropy(m(x), y)
+            loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        for _ in range(4):
+            step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+        tab = prof.key_averages().table(sort_by='cuda_time_total', row_limit=25, max_name_column_width=70)
+        open(f'{OUT}/profile_{name}.txt', 'w').write(tab)
+        print(name); print('\n'.join(tab.splitlines()[:30]), flush=True)
+        del m, opt
+        torch.cuda.empty_cache()
+
+def main():
+    parts = {'routing': routing_part, 'na': na_part, 'profile': profile_part}
+    if len(sys.argv) != 2 or sys.argv[1] not in parts:
+        raise SystemExit(f'usage: python benchmarks/backend_choices.py {{{"|".join(parts)}}}')
+    if not torch.cuda.is_available():
+        raise SystemExit('needs a CUDA device')
+    part = sys.argv[1]
+    try:
+        parts[part]()
+    except Exception:  # keep what was measured so far
+        traceback.print_exc()
+    json.dump(results, open(f'{OUT}/backend_choices_{part}.json', 'w'), indent=1, default=str)
+
+
+if __name__ == '__main__':
+    main()
