@@ -17,9 +17,7 @@ allocator's peak (CPU: null). ``--json`` writes the rows with the machine name.
 import argparse
 import contextlib
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ import timm  # noqa: E402
 
 import attnzoo  # noqa: E402,F401
 from attnzoo.utils.machine import machine_name  # noqa: E402
+from attnzoo.utils.timing import median_ms  # noqa: E402
 
 AMP = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 # timm's Swin needs strict_img_size=False to take detection-sized inputs (as configs/detection/*swin*.py)
@@ -38,23 +37,8 @@ _BACKBONE_KWARGS = {'swin': dict(strict_img_size=False)}
 _DENSE_PRESET = ('nat', 'dinat', 'biformer')
 
 
-def _time_ms(fn, steps: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        if device.type == 'cuda':
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def _autocast(device: torch.device, amp: str):
+    return torch.autocast(device.type, dtype=AMP[amp]) if AMP[amp] else contextlib.nullcontext()
 
 
 def _peak_mb(device: torch.device) -> float:
@@ -84,52 +68,50 @@ def _synthetic_targets(batch: int, height: int, width: int, num_classes: int, bo
     return images, targets
 
 
-def bench_detection(args) -> list:
+def _bench_detector(name: str, args, device: torch.device) -> dict:
+    """Train-step and inference speed of Mask R-CNN + FPN on backbone ``name`` (one row)."""
     from attnzoo.tasks.detection import build_detector
+    torch.manual_seed(0)
+    extra = next((kw for key, kw in _BACKBONE_KWARGS.items() if name.startswith(key)), {})
+    preset = 'coco' if name.split('_')[0] in _DENSE_PRESET else None
+    backbone = dict(model_name=name, dense_preset=preset, model_kwargs=dict(drop_path_rate=0.2, **extra))
+    model = build_detector('mask_rcnn', backbone, num_classes=80, min_size=800, max_size=1333).to(device)
+    gen = torch.Generator().manual_seed(0)
+    images, targets = _synthetic_targets(args.batch_size, args.height, args.width, 80, 8, device, gen)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
+
+    def train_step():
+        with _autocast(device, args.amp):
+            loss = sum(model(images, targets).values())
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    def infer_step():
+        with torch.no_grad(), _autocast(device, args.amp):
+            model(images)
+
+    model.train()
+    _reset_peak(device)
+    train_ms = median_ms(train_step, args.steps, args.warmup, device)
+    train_peak = _peak_mb(device)
+    model.eval()
+    _reset_peak(device)
+    infer_ms = median_ms(infer_step, args.steps, args.warmup, device)
+    return dict(backbone=name, batch_size=args.batch_size, image=f'{args.height}x{args.width}',
+                train_img_per_s=round(args.batch_size * 1e3 / train_ms, 2), train_ms=round(train_ms, 2),
+                train_peak_mem_mb=train_peak, inference_img_per_s=round(args.batch_size * 1e3 / infer_ms, 2),
+                inference_ms=round(infer_ms, 2), inference_peak_mem_mb=_peak_mb(device))
+
+
+def bench_detection(args) -> list:
     device = torch.device(args.device)
-    amp = AMP[args.amp]
     rows = []
     for name in args.backbones:
-        torch.manual_seed(0)
-        extra = next((kw for key, kw in _BACKBONE_KWARGS.items() if name.startswith(key)), {})
-        preset = 'coco' if name.split('_')[0] in _DENSE_PRESET else None
-        backbone = dict(model_name=name, dense_preset=preset, model_kwargs=dict(drop_path_rate=0.2, **extra))
-        model = build_detector('mask_rcnn', backbone, num_classes=80, min_size=800, max_size=1333).to(device)
-        gen = torch.Generator().manual_seed(0)
-        images, targets = _synthetic_targets(args.batch_size, args.height, args.width, 80, 8, device, gen)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def autocast():
-            return torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
-
-        scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
-
-        def train_step():
-            with autocast():
-                loss = sum(model(images, targets).values())
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-
-        def infer_step():
-            with torch.no_grad(), autocast():
-                model(images)
-
-        model.train()
-        _reset_peak(device)
-        train_ms = _time_ms(train_step, args.steps, args.warmup, device)
-        train_peak = _peak_mb(device)
-        model.eval()
-        _reset_peak(device)
-        infer_ms = _time_ms(infer_step, args.steps, args.warmup, device)
-        row = dict(backbone=name, batch_size=args.batch_size, image=f'{args.height}x{args.width}',
-                   train_img_per_s=round(args.batch_size * 1e3 / train_ms, 2), train_ms=round(train_ms, 2),
-                   train_peak_mem_mb=train_peak, inference_img_per_s=round(args.batch_size * 1e3 / infer_ms, 2),
-                   inference_ms=round(infer_ms, 2), inference_peak_mem_mb=_peak_mb(device))
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-        del model, optimizer
+        rows.append(_bench_detector(name, args, device))
+        print(json.dumps(rows[-1]), flush=True)
         if device.type == 'cuda':
             torch.cuda.empty_cache()
     return rows
@@ -137,7 +119,6 @@ def bench_detection(args) -> list:
 
 def bench_sr(args) -> list:
     device = torch.device(args.device)
-    amp = AMP[args.amp]
     rows = []
     for name in args.models:
         torch.manual_seed(0)
@@ -145,11 +126,11 @@ def bench_sr(args) -> list:
         x = torch.rand(args.batch_size, 3, args.height, args.width, device=device)
 
         def step():
-            with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()):
+            with torch.no_grad(), _autocast(device, args.amp):
                 model(x)
 
         _reset_peak(device)
-        ms = _time_ms(step, args.steps, args.warmup, device)
+        ms = median_ms(step, args.steps, args.warmup, device)
         scale = model.pretrained_cfg.get('scale', None)
         row = dict(model=name, lr_input=f'{args.width}x{args.height}', scale=scale, batch_size=args.batch_size,
                    amp=args.amp, ms_per_image=round(ms / args.batch_size, 2), peak_mem_mb=_peak_mb(device))

@@ -17,9 +17,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -32,6 +30,7 @@ import timm  # noqa: E402
 import attnzoo  # noqa: E402,F401  (registers attnzoo's models)
 from attnzoo.utils.flops import count_macs, count_params  # noqa: E402
 from attnzoo.utils.machine import machine_name  # noqa: E402
+from attnzoo.utils.timing import median_ms  # noqa: E402
 
 DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -51,25 +50,6 @@ def _build(name: str, device: torch.device, channels_last: bool, compile_model: 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return (torch.compile(model) if compile_model else model), model
-
-
-def _time(fn, steps: int, warmup: int, device: torch.device):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        if device.type == 'cuda':
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def _measure(spec: dict) -> dict:
@@ -111,7 +91,7 @@ def _measure(spec: dict) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base_rss = _rss_mb()
-    ms = _time(step, spec['steps'], spec['warmup'], device)
+    ms = median_ms(step, spec['steps'], spec['warmup'], device)
     peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda'
             else max(0.0, _peak_rss_mb() - base_rss))
     return dict(ms_per_batch=round(ms, 3), img_per_s=round(batch * 1e3 / ms, 1), peak_mem_mb=round(peak, 1),

@@ -87,3 +87,29 @@ def test_benchmark_render_adds_macs_and_baseline_ratios(tmp_path):
     assert 'ratios to b' in md.read_text()
     with pytest.raises(SystemExit, match='--baseline'):
         benchmark.main(['--render', str(tmp_path / 'gpu.json'), '--baseline', 'c'])
+
+
+def _load_benchmark_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'benchmarks' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_task_models_sr_reports_latency(tmp_path):
+    tool = _load_benchmark_script('task_models')
+    out = tmp_path / 'sr.json'
+    tool.main(['sr', '--device', 'cpu', '--height', '12', '--width', '16', '--steps', '1', '--warmup', '0',
+               '--json', str(out)])
+    row = json.loads(out.read_text())['results'][0]
+    assert row['model'] == 'dlgsanet_tiny_x4' and row['scale'] == 4 and row['ms_per_image'] > 0
+
+
+@pytest.mark.slow
+def test_task_models_detection_reports_train_and_inference(tmp_path):
+    tool = _load_benchmark_script('task_models')
+    out = tmp_path / 'det.json'
+    tool.main(['detection', '--device', 'cpu', '--backbones', 'dinat_mini', '--batch-size', '1', '--amp', 'none',
+               '--steps', '1', '--warmup', '0', '--json', str(out)])
+    row = json.loads(out.read_text())['results'][0]
+    assert row['backbone'] == 'dinat_mini' and row['train_img_per_s'] > 0 and row['inference_img_per_s'] > 0
