@@ -1,7 +1,8 @@
 """The measurements behind the CUDA backend choices (``auto``) of the routing and neighborhood ops.
 
     python benchmarks/backend_choices.py routing   # flex block size 128 vs 64, against reference / torch
-    python benchmarks/backend_choices.py na        # RPB layouts in flex vs the tiled torch path vs window SDPA
+    python benchmarks/backend_choices.py na        # RPB layouts in flex, the tiled torch path (also with a
+                                                   # batch-expanded bias for SDPA's fused kernel), window SDPA
     python benchmarks/backend_choices.py profile   # torch.profiler tables of a dinat_tiny / biformer_small train step
 
 bf16, B=64, the biformer_small / DiNAT-Tiny stage shapes; fwd+bwd and forward medians of 20 (CUDA events), peak
@@ -135,6 +136,26 @@ def na_flex_rpb_q(q, k, v, rpb, kernel, per_batch=False):
                                        scale=D ** -0.5)
     return out.transpose(1, 2).reshape(B, *spatial, heads, D)
 
+def na_tiled_full_bias(q, k, v, rpb, kernel):
+    """The tiled path with the bias expanded to the whole batch and made contiguous, so that SDPA's fused
+    (memory-efficient) kernel may take a bias that needs a gradient instead of the unfused math path."""
+    B, H, W, heads, D = q.shape
+    plan = N._tile_plan((H, W), kernel, (False, False), q.device)
+    nt, tt, rr = plan.num_tiles, plan.tile_tokens, plan.halo_tokens
+
+    def tiles(x, index, tokens):
+        rows = x.flatten(1, 2).transpose(1, 2).reshape(B * heads, -1, D)
+        return rows.index_select(1, index).view(B, heads * nt, tokens, D)
+
+    table = torch.cat([rpb.reshape(heads, -1), rpb.new_full((heads, 1), float('-inf'))], 1)
+    bias = table.gather(1, plan.bias_index.view(1, -1).expand(heads, -1)).to(q.dtype).view(1, heads * nt, tt, rr)
+    bias = bias.expand(B, -1, -1, -1).contiguous()
+    out = F.scaled_dot_product_attention(tiles(q, plan.q_index, tt), tiles(k, plan.k_index, rr),
+                                         tiles(v, plan.k_index, rr), attn_mask=bias, scale=D ** -0.5)
+    out = out.reshape(B * heads, nt * tt, D).index_select(1, plan.out_index)
+    return out.view(B, heads, -1, D).transpose(1, 2).reshape(B, H, W, heads, D)
+
+
 def na_part():
     B, D, ks = 64, 32, 7
     for H, h in [(56, 2), (28, 4), (14, 8)]:
@@ -149,6 +170,7 @@ def na_part():
             return out.detach(), rpb.grad.clone(), q.grad.clone()
         variants = {
             'torch': lambda: N._na_tiled(q, k, v, (ks, ks), (False, False), rpb, D ** -0.5, 0.0),
+            'torch_full_bias': lambda: na_tiled_full_bias(q, k, v, rpb, (ks, ks)),
             'flexA': lambda: N._na_flex(q, k, v, (ks, ks), (False, False), rpb, D ** -0.5),
             'flexB': lambda: na_flex_rpb_q(q, k, v, rpb, (ks, ks)),
             'flexC': lambda: na_flex_rpb_q(q, k, v, rpb, (ks, ks), per_batch=True),
