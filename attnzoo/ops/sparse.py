@@ -218,6 +218,8 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: O
     with ``K`` the largest per-row count for a ``mask``.
     """
     op = 'topk_attention'
+    if not isinstance(check_indices, bool):
+        raise TypeError(f'{op}: check_indices must be a bool, got {check_indices!r}')
     _check_qkv(q, k, v, op)
     indices, mask = _check_connectivity(q, k, indices, mask, dense_rows, op, check_indices)
     if scale is None:

@@ -96,3 +96,8 @@ def test_named_errors():
         topk_attention(q, k, v, mask=torch.ones(2, 3, 17, 17))
     with pytest.raises(ValueError, match='keep_rate'):
         keep_budget(0.0, 10)
+    with pytest.raises(TypeError, match='check_indices must be a bool'):
+        topk_attention(q, k, v, indices=idx, check_indices='no')
+    # the caller vouches for its indices: no value check (and no device sync), the rest still checked
+    out = topk_attention(q, k, v, indices=idx, check_indices=False)
+    torch.testing.assert_close(out, topk_attention(q, k, v, indices=idx))
