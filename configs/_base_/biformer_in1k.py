@@ -5,21 +5,13 @@
 # RandAugment rand-m9-mstd0.5-inc1, RandomErasing 0.25, mixup 0.8 / cutmix 1.0, label smoothing 0.1.
 # Not reproduced: repeated augmentation (on by default in main.py; the mmengine DefaultSampler has none).
 # A variant file sets the model name (model + datasets) and its drop-path rate.
-_base_ = ['./default_runtime.py', './datasets/imagenet.py']
+_base_ = ['./default_runtime.py', './datasets/imagenet.py', './models/timm_classifier_in1k.py']
 biformer_lr = 5e-4 * 1024 / 512  # the 5e-4 base at the 8 x 128 batch below
 biformer_warmup_lr = 1e-6
 biformer_min_lr = 1e-5
 biformer_epochs = 300
 biformer_warmup_epochs = 5
 biformer_cooldown_epochs = 10
-model = dict(
-    type='TimmClassifier',
-    model_name=None,
-    num_classes=1000,
-    model_kwargs=dict(drop_path_rate=0.1),
-    mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode='batch'),
-    smoothing=0.1,
-)
 optim_wrapper = dict(
     type='AutoAmpOptimWrapper',
     constructor='TimmOptimWrapperConstructor',  # no weight decay on 1-d params (timm create_optimizer_v2)

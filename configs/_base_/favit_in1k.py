@@ -3,21 +3,13 @@
 # peak to 1e-5 after a linear warmup from 1e-6 over 5 epochs, 300 epochs + 10 cooldown epochs at 1e-5;
 # RandAugment m9, mixup 0.8 / cutmix 1.0 (prob 1, switch 0.5, per batch), label smoothing 0.1, random erasing 0.25,
 # no EMA. A variant file sets the model name, its drop-path rate and grad clipping (configs/favit/favit_b*.py).
-_base_ = ['./default_runtime.py', './datasets/imagenet.py']
+_base_ = ['./default_runtime.py', './datasets/imagenet.py', './models/timm_classifier_in1k.py']
 favit_lr = 1e-3
 favit_warmup_lr = 1e-6
 favit_min_lr = 1e-5
 favit_epochs = 300
 favit_warmup_epochs = 5
 favit_cooldown_epochs = 10
-model = dict(
-    type='TimmClassifier',
-    model_name=None,
-    num_classes=1000,
-    model_kwargs=dict(drop_path_rate=0.1),
-    mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode='batch'),
-    smoothing=0.1,
-)
 train_dataloader = dict(dataset=dict(transform=dict(interpolation='bicubic')))
 optim_wrapper = dict(
     type='AutoAmpOptimWrapper',

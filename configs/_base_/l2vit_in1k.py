@@ -4,19 +4,11 @@
 # from 0 over 20 epochs, 300 epochs; RandAugment m9, mixup 0.8 / cutmix 1.0 (prob 1, switch 0.5, per batch), label
 # smoothing 0.1, random erasing 0.25, train interpolation bicubic; model EMA 0.9999 evaluated (--model_ema_eval).
 # A variant file sets the model name and its drop-path rate.
-_base_ = ['./default_runtime.py', './datasets/imagenet.py']
+_base_ = ['./default_runtime.py', './datasets/imagenet.py', './models/timm_classifier_in1k.py']
 l2vit_lr = 4e-3
 l2vit_min_lr = 1e-6
 l2vit_epochs = 300
 l2vit_warmup_epochs = 20
-model = dict(
-    type='TimmClassifier',
-    model_name=None,
-    num_classes=1000,
-    model_kwargs=dict(drop_path_rate=0.1),
-    mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode='batch'),
-    smoothing=0.1,
-)
 train_dataloader = dict(
     dataset=dict(transform=dict(interpolation='bicubic')))  # main.py --train_interpolation bicubic
 optim_wrapper = dict(
