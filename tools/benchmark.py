@@ -19,7 +19,7 @@ import multiprocessing as mp
 import resource
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -52,8 +52,10 @@ def _build(name: str, device: torch.device, channels_last: bool, compile_model: 
     return (torch.compile(model) if compile_model else model), model
 
 
-def _measure(spec: dict) -> dict:
-    """One (model, pass) measurement; runs inside its own process."""
+def _prepare(spec: dict):
+    """Build one (model, pass) measurement and run its warm-up (which compiles, with ``--compile``).
+
+    Returns ``timed()``, which times ``spec['steps']`` steps and returns the result row."""
     torch.manual_seed(0)
     device = torch.device(spec['device'])
     if spec['threads']:
@@ -91,11 +93,21 @@ def _measure(spec: dict) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base_rss = _rss_mb()
-    ms = median_ms(step, spec['steps'], spec['warmup'], device)
-    peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda'
-            else max(0.0, _peak_rss_mb() - base_rss))
-    return dict(ms_per_batch=round(ms, 3), img_per_s=round(batch * 1e3 / ms, 1), peak_mem_mb=round(peak, 1),
-                batch_size=batch, img_size=size)
+    for _ in range(spec['warmup']):
+        step()
+
+    def timed() -> dict:
+        ms = median_ms(step, spec['steps'], 1, device)
+        peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda'
+                else max(0.0, _peak_rss_mb() - base_rss))
+        return dict(ms_per_batch=round(ms, 3), img_per_s=round(batch * 1e3 / ms, 1), peak_mem_mb=round(peak, 1),
+                    batch_size=batch, img_size=size)
+    return timed
+
+
+def _measure(spec: dict) -> dict:
+    """One (model, pass) measurement; runs inside its own process."""
+    return _prepare(spec)()
 
 
 def _macs(spec: dict) -> dict:
@@ -122,8 +134,45 @@ def _in_subprocess(fn, spec: dict) -> dict:
     return value if status == 'ok' else {'error': value}
 
 
-def run(args) -> dict:
+def _staged_worker(spec, queue, go):
+    """``--jobs`` worker: prepare (compile, warm up) alongside the others, then time when told to."""
+    try:
+        timed = _prepare(spec)
+        if spec['device'] == 'cuda':
+            torch.cuda.empty_cache()  # the members timed before this one need the memory
+        queue.put(('ready', None))
+        go.wait()
+        queue.put(('ok', timed()))
+    except Exception as e:  # reported in the table, not raised: other models still run
+        queue.put(('error', f'{type(e).__name__}: {e}'))
+
+
+def _in_staged_subprocesses(specs: List[dict], jobs: int) -> List[dict]:
+    """Run ``specs`` in processes, ``jobs`` at a time: each group prepares concurrently (with ``--compile`` the
+    minutes of compilation overlap), then its members are timed one after another, when no process of the group
+    is still preparing, so no timed loop shares the device with other work."""
+    ctx = mp.get_context('spawn')
     results = []
+    for first in range(0, len(specs), jobs):
+        group = []
+        for spec in specs[first:first + jobs]:
+            queue, go = ctx.Queue(), ctx.Event()
+            proc = ctx.Process(target=_staged_worker, args=(spec, queue, go))
+            proc.start()
+            group.append((spec, proc, queue, go))
+        states = [queue.get() for _, _, queue, _ in group]  # every member ready (or failed)
+        for (spec, proc, queue, go), (status, value) in zip(group, states):
+            if status == 'ready':
+                go.set()
+                status, value = queue.get()
+            proc.join()
+            results.append(value if status == 'ok' else {'error': value})
+            print(json.dumps(dict(model=spec['model'], **{'pass': spec['pass']}, **results[-1])), flush=True)
+    return results
+
+
+def run(args) -> dict:
+    rows, specs = [], []
     for name in args.model:
         row = {'model': name}
         base = dict(model=name, device=args.device, img_size=args.img_size, amp=args.amp, steps=args.steps,
@@ -135,9 +184,17 @@ def run(args) -> dict:
             row.update(_in_subprocess(_macs, base))
         for pass_ in (['inference', 'train'] if args.bench == 'both' else [args.bench]):
             batch = args.batch_size if pass_ == 'inference' else (args.train_batch_size or args.batch_size)
-            res = _in_subprocess(_measure, dict(base, **{'pass': pass_, 'batch_size': batch}))
-            row.update({f'{pass_}_{k}': v for k, v in res.items()})
-        results.append(row)
+            specs.append(dict(base, **{'pass': pass_, 'batch_size': batch}))
+        rows.append(row)
+    if args.jobs > 1:
+        measured = _in_staged_subprocesses(specs, args.jobs)
+    else:
+        measured = [_in_subprocess(_measure, spec) for spec in specs]
+    by_name = {row['model']: row for row in rows}
+    for spec, res in zip(specs, measured):
+        by_name[spec['model']].update({f"{spec['pass']}_{k}": v for k, v in res.items()})
+    results = rows
+    for row in results:
         print(json.dumps(row), flush=True)
     machine = machine_name(args.device, args.threads)
     if args.baseline:
@@ -226,6 +283,8 @@ def parse_args(argv=None):
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--jobs', type=int, default=1, help='prepare (build, compile, warm up) this many '
+                   '(model, pass) measurements at once; they are still timed one at a time')
     p.add_argument('--threads', type=int, default=0, help='CPU threads (0: torch default)')
     p.add_argument('--no-macs', action='store_true', help='skip the (slow on CPU) MAC count')
     p.add_argument('--baseline', help='a --model entry: add same-run ratios of img/s and train memory to it')
