@@ -5,8 +5,9 @@ attnzoo's ``torch`` backend, ``natten.na2d`` (when installed) and non-overlappin
 attention through ``scaled_dot_product_attention``.
 
 CUDA (``--device cuda``): the DiNAT-Tiny stage shapes at B=64 (56^2 h2, 28^2 h4, 14^2 h8, 7^2 h16,
-head_dim 32, k=7, every dilation DiNAT uses), forward and forward+backward, with and without RPB,
-attnzoo's ``flex`` backend beside window attention through SDPA, bf16.
+head_dim 32, k=7, every dilation DiNAT uses), forward and forward+backward, with and without RPB (an fp32
+table, as under autocast), attnzoo's ``triton``, ``flex`` and ``torch`` backends beside window attention
+through SDPA, bf16.
 
 Writes a JSON file and prints a markdown table. Medians over interleaved repeats.
 """
@@ -106,7 +107,7 @@ def cuda_rows(repeats, dtype):
     for size, heads, dilations in stages:
         shape = (B, size, size, heads, D)
         q, k, v = (torch.randn(shape, device='cuda', dtype=dtype, requires_grad=True) for _ in range(3))
-        rpb = (torch.randn(heads, 2 * K - 1, 2 * K - 1, device='cuda', dtype=dtype) * 0.5).requires_grad_()
+        rpb = (torch.randn(heads, 2 * K - 1, 2 * K - 1, device='cuda') * 0.5).requires_grad_()
         grad = torch.randn(shape, device='cuda', dtype=dtype)
 
         def fwd_bwd(fn):
@@ -123,6 +124,7 @@ def cuda_rows(repeats, dtype):
                 return run
 
             fns = {'window_sdpa': lambda: window_attention(q, k, v, K),
+                   'triton': with_backend('triton', False), 'triton_rpb': with_backend('triton', True),
                    'flex': with_backend('flex', False), 'flex_rpb': with_backend('flex', True),
                    'torch': with_backend('torch', False), 'torch_rpb': with_backend('torch', True)}
             with torch.no_grad():
@@ -131,9 +133,8 @@ def cuda_rows(repeats, dtype):
             for pass_, times in (('fwd', fwd), ('fwd+bwd', both)):
                 row = dict(shape=f'B{B} {size}x{size} h{heads}x{D}', kernel=K, dilation=dilation, pass_=pass_,
                            **{f'{name}_ms': round(t, 4) for name, t in times.items()})
-                row['flex_over_window'] = round(times['flex'] / times['window_sdpa'], 2)
-                row['flex_rpb_over_window'] = round(times['flex_rpb'] / times['window_sdpa'], 2)
-                row['torch_rpb_over_window'] = round(times['torch_rpb'] / times['window_sdpa'], 2)
+                for name in ('triton', 'triton_rpb', 'flex', 'flex_rpb', 'torch_rpb'):
+                    row[f'{name}_over_window'] = round(times[name] / times['window_sdpa'], 2)
                 rows.append(row)
     return rows
 

@@ -8,7 +8,8 @@ from .dynamic_conv import dynamic_dwconv2d  # DLGSANet's dynamic local attention
 from .factorized import FactorizedSelfAttention, factorize_windows, factorized_attention  # FaViT's FaSA
 from .linear import LinearAttention, linear_attention  # L²ViT's linear attention
 from .neighborhood import (  # NAT / DiNAT
-    NeighborhoodAttention2D, flex_available, na1d, na2d, na3d, natten_available, natten_fused_available)
+    NeighborhoodAttention2D, flex_available, na1d, na2d, na3d, natten_available, natten_fused_available,
+    triton_available)
 from .routing import region_routing, routing_attention  # BiFormer's bi-level routing attention
 from .sparse import topk_attention  # Sparsifiner's top-k sparse attention
 from .window import (  # non-overlapping (shifted) window attention and its partition helpers
@@ -17,7 +18,7 @@ from .window import (  # non-overlapping (shifted) window attention and its part
 __all__ = [
     'BACKENDS', 'use_backend', 'get_backend', 'count_attention_macs',
     'na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'natten_fused_available',
-    'flex_available',
+    'flex_available', 'triton_available',
     'routing_attention', 'region_routing',
     'window_attention', 'window_partition', 'window_reverse', 'pad_to_window', 'shifted_window_mask',
     'WindowAttention2D',

@@ -9,6 +9,7 @@ Backends:
     torch      pure PyTorch, memory O(N*k^2), autograd everywhere: the CPU default.
     flex       ``torch.nn.attention.flex_attention`` with block masks, compiled: CUDA only.
     natten     NATTEN's fused kernels, when its compiled library is present (no RPB).
+    triton     attnzoo's fused Triton kernels (2-D neighborhood attention with dilation and RPB): CUDA.
 """
 import contextlib
 from typing import Iterator, Optional
@@ -17,7 +18,7 @@ import torch
 
 __all__ = ['BACKENDS', 'use_backend', 'get_backend', 'flex_available', 'count_attention_macs', 'add_attention_macs']
 
-BACKENDS = ('auto', 'reference', 'torch', 'flex', 'natten')
+BACKENDS = ('auto', 'reference', 'torch', 'flex', 'natten', 'triton')
 
 # Plain module state (not contextvars) so torch.compile can guard on it without graph breaks.
 _STATE = {'backend': 'auto', 'counter': None}

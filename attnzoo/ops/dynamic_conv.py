@@ -17,7 +17,7 @@ Layouts: ``x`` is ``[B, C, H, W]``; ``weight`` is ``[B, G, k, k, H, W]`` (or ``[
 hypernetwork output, row-major over ``(G, kh, kw)``). Output ``[B, C, H, W]``.
 
 Backends (``attnzoo.ops.use_backend``): ``reference`` builds all ``k * k`` shifted copies with ``F.unfold`` (memory
-``k^2`` times the input; the readable definition); ``torch`` (and ``flex`` / ``natten``, which have no kernel for
+``k^2`` times the input; the readable definition); ``torch`` (and ``flex`` / ``natten`` / ``triton``, which have no kernel for
 this op) runs the shift-and-accumulate loop over the ``k^2`` taps, whose memory is ``O(B * C * H * W)``; ``auto``
 takes the unfold path while its copy is small (faster) and the loop above that.
 """

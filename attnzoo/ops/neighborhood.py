@@ -16,7 +16,9 @@ length ``L`` with kernel size ``k`` and dilation ``d``:
 Tensor layout is NATTEN's heads-last layout: ``[B, *spatial, heads, head_dim]``.
 """
 import functools
+import importlib.util
 import math
+import os
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -29,6 +31,7 @@ from ._dispatch import add_attention_macs, flex_available, get_backend
 from .window import padded_qkv_attention
 
 __all__ = ['na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'natten_fused_available',
+           'triton_available',
            'flex_available']
 
 IntOrTuple = Union[int, Sequence[int]]
@@ -451,6 +454,100 @@ def _na_natten(q, k, v, kernel, dil, causal, scale):
 
 
 # ---------------------------------------------------------------------------------------------
+# triton backend: attnzoo's fused 2-D kernels (``_na_triton.py``): dilation and RPB in-kernel
+# ---------------------------------------------------------------------------------------------
+
+_TRITON_HEAD_DIMS = (16, 32, 64, 128)
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get('TRITON_INTERPRET') == '1'
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether Triton is installed and something can run its kernels: a CUDA device, or Triton's CPU
+    interpreter (``TRITON_INTERPRET=1`` set before the first call)."""
+    return importlib.util.find_spec('triton') is not None and (torch.cuda.is_available() or _triton_interpreted())
+
+
+def _triton_unsupported(q: torch.Tensor, v: torch.Tensor, n: int, causal: tuple, dropout_p: float) -> Optional[str]:
+    """Why the fused Triton kernels cannot run these arguments, or None when they can."""
+    if n != 2:
+        return f'{n}-D inputs (the kernels are 2-D)'
+    if any(causal):
+        return f'is_causal={causal}'
+    if dropout_p > 0:
+        return f'dropout_p={dropout_p}'
+    if q.shape[-1] not in _TRITON_HEAD_DIMS or v.shape[-1] != q.shape[-1]:
+        return (f'head_dim {q.shape[-1]} (v: {v.shape[-1]}); they need q and v head_dim equal and one of '
+                f'{_TRITON_HEAD_DIMS}')
+    if q.dtype not in _TRITON_DTYPES:
+        return f'dtype {q.dtype} (one of {_TRITON_DTYPES} is needed)'
+    if not (q.is_cuda or _triton_interpreted()):
+        return f'tensors on {q.device} (the kernels need CUDA)'
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused kernels as a torch.library custom op: opaque to torch.compile (no graph break), with autograd
+# ---------------------------------------------------------------------------------------------
+
+@torch.library.custom_op('attnzoo::na2d_fused', mutates_args=())
+def _na2d_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: Optional[torch.Tensor], kernel_h: int,
+                kernel_w: int, dil_h: int, dil_w: int, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Fused 2-D NA: ``[B, H, W, heads, D]`` q, k, v, optional ``[heads, 2k_h-1, 2k_w-1]`` bias ->
+    (out ``[B, H, W, heads, D]``, log2-sum-exp ``[B, H, W, heads]`` fp32)."""
+    from . import _na_triton  # imports Triton: only when the kernels run (never while torch.compile traces)
+    return _na_triton.na2d_forward(q, k, v, rpb, (kernel_h, kernel_w), (dil_h, dil_w), scale)
+
+
+@_na2d_fused.register_fake
+def _na2d_fused_fake(q, k, v, rpb, kernel_h, kernel_w, dil_h, dil_w, scale):
+    return torch.empty(q.shape, dtype=q.dtype, device=q.device), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op('attnzoo::na2d_fused_backward', mutates_args=())
+def _na2d_fused_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         out: torch.Tensor, lse: torch.Tensor, rpb: Optional[torch.Tensor], kernel_h: int,
+                         kernel_w: int, dil_h: int, dil_w: int, scale: float,
+                         rpb_grad: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv, drpb)``; ``drpb`` is empty unless ``rpb_grad``."""
+    from . import _na_triton
+    dq, dk, dv, drpb = _na_triton.na2d_backward(grad_out, q, k, v, out, lse, rpb, (kernel_h, kernel_w),
+                                                (dil_h, dil_w), scale, rpb_grad)
+    return dq, dk, dv, (drpb if rpb_grad else q.new_empty(0))
+
+
+@_na2d_fused_backward.register_fake
+def _na2d_fused_backward_fake(grad_out, q, k, v, out, lse, rpb, kernel_h, kernel_w, dil_h, dil_w, scale, rpb_grad):
+    grads = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v)]
+    return (*grads, torch.empty_like(rpb) if rpb_grad else q.new_empty(0))
+
+
+def _na2d_fused_setup(ctx, inputs, output):
+    q, k, v, rpb, kernel_h, kernel_w, dil_h, dil_w, scale = inputs
+    ctx.save_for_backward(q, k, v, rpb, *output)
+    ctx.params = (kernel_h, kernel_w, dil_h, dil_w, scale)
+
+
+def _na2d_fused_bwd(ctx, grad_out, grad_lse):
+    q, k, v, rpb, out, lse = ctx.saved_tensors
+    rpb_grad = rpb is not None and ctx.needs_input_grad[3]
+    dq, dk, dv, drpb = _na2d_fused_backward(grad_out, q, k, v, out, lse, rpb, *ctx.params, rpb_grad)
+    return dq, dk, dv, (drpb if rpb_grad else None), None, None, None, None, None
+
+
+_na2d_fused.register_autograd(_na2d_fused_bwd, setup_context=_na2d_fused_setup)
+
+
+def _na_triton(q, k, v, kernel, dil, rpb, scale):
+    out, _ = _na2d_fused(q, k, v, rpb, kernel[0], kernel[1], dil[0], dil[1], float(scale))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Public functional API
 # ---------------------------------------------------------------------------------------------
 
@@ -471,16 +568,22 @@ def _flex_shape_admitted(q: torch.Tensor) -> bool:
     return True
 
 
-def _select_backend(q: torch.Tensor, rpb, dropout_p: float, op: str) -> str:
+def _select_backend(q: torch.Tensor, v: torch.Tensor, rpb, kernel: tuple, dil: tuple, causal: tuple,
+                    dropout_p: float, n: int, op: str) -> str:
     requested = get_backend()
     if requested == 'auto':
         if q.is_cuda:
             if natten_fused_available() and rpb is None and dropout_p == 0:
                 return 'natten'
-            # With an RPB the tiled path wins on an H200 (benchmarks/README.md): flex's score_mod bias is no faster
-            # forward (0.9-1.1x) and its bias gradient is accumulated with contended atomics (up to 16x slower
-            # backward); flex also compiles once per map shape. So flex serves bias-free NA only.
-            if flex_available() and dropout_p == 0 and rpb is None and _flex_shape_admitted(q):
+            # Measured on an H200 (benchmarks/README.md): the fused Triton kernels are the fastest path whenever
+            # there is an RPB, and for bias-free sliding windows; a bias-free map whose every dilation group
+            # equals the kernel is plain attention, which SDPA's fused kernel (the torch path) runs faster.
+            full = rpb is None and all(length == ks * d for length, ks, d in zip(q.shape[1:1 + n], kernel, dil))
+            if not full and triton_available() and _triton_unsupported(q, v, n, causal, dropout_p) is None:
+                return 'triton'
+            # flex's score_mod bias is slow (its bias gradient is accumulated with contended atomics) and it
+            # compiles once per map shape, so it serves only bias-free NA the Triton kernels do not cover.
+            if flex_available() and dropout_p == 0 and rpb is None and not full and _flex_shape_admitted(q):
                 return 'flex'
         return 'torch'
     if requested == 'flex':
@@ -488,6 +591,12 @@ def _select_backend(q: torch.Tensor, rpb, dropout_p: float, op: str) -> str:
         if dropout_p > 0:
             raise ValueError(f"{op}: backend 'flex' has no attention dropout (dropout_p={dropout_p}); "
                              "use 'torch' or 'auto'")
+    if requested == 'triton':
+        if not triton_available():
+            raise RuntimeError(f"{op}: backend 'triton' needs Triton and a CUDA device")
+        reason = _triton_unsupported(q, v, n, causal, dropout_p)
+        if reason is not None:
+            raise ValueError(f"{op}: backend 'triton' does not support {reason}; use 'torch' or 'auto'")
     if requested == 'natten':
         if not natten_available():
             raise RuntimeError(f"{op}: backend 'natten' needs NATTEN installed (pip install attnzoo[natten])")
@@ -506,9 +615,11 @@ def _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scal
     batch, heads = q.shape[0], q.shape[-2]
     add_attention_macs(batch * heads * math.prod(q.shape[1:1 + n]) * math.prod(kernel)
                        * (q.shape[-1] + v.shape[-1]))
-    backend = _select_backend(q, rpb, dropout_p, op)
+    backend = _select_backend(q, v, rpb, kernel, dil, causal, dropout_p, n, op)
     if backend == 'reference':
         return _na_reference(q, k, v, kernel, dil, causal, rpb, scale, dropout_p)
+    if backend == 'triton':
+        return _na_triton(q, k, v, kernel, dil, rpb, scale)
     if backend == 'natten':
         return _na_natten(q, k, v, kernel, dil, causal, scale)
     if backend == 'flex':

@@ -266,8 +266,8 @@ def _select_backend(q: torch.Tensor, op: str) -> str:
         return 'torch'
     if requested == 'flex':
         check_flex_device(op, q)
-    if requested == 'natten':
-        raise ValueError(f"{op}: backend 'natten' has no routing attention; "
+    if requested in ('natten', 'triton'):
+        raise ValueError(f"{op}: backend {requested!r} has no routing attention; "
                          "use 'reference', 'torch', 'flex' or 'auto'")
     return requested
 

@@ -28,8 +28,8 @@ Backends (``attnzoo.ops.use_backend``):
 call: at 197 tokens the gather path measured 13-40x slower than fused dense attention on an H200 (the
 ``[B, heads, N, K]`` index tensor alone moves as many bytes as q, k and v; benchmarks/README.md), so a GPU
 gains nothing from skipping keys at ViT token counts. ``torch`` on CUDA still runs the gather (whose cost
-falls with the keep rate). There is no flex/NATTEN kernel for unstructured top-k connectivity; ``flex`` /
-``natten`` requests run the ``torch`` gather path. Every path is checked against ``reference`` on CUDA by
+falls with the keep rate). There is no flex/NATTEN/Triton kernel for unstructured top-k connectivity; ``flex``,
+``natten`` and ``triton`` requests run the ``torch`` gather path. Every path is checked against ``reference`` on CUDA by
 ``tests/ops/test_sparse_cuda.py``.
 """
 import math

@@ -37,7 +37,9 @@ from mmengine.model import BaseModel
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS,
                                OPTIM_WRAPPERS)
+from PIL import Image, ImageOps
 from timm.data import Mixup, create_dataset, create_transform, resolve_data_config
+from timm.data import auto_augment
 from timm.data.mixup import mixup_target
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -48,6 +50,33 @@ __all__ = [
     'TimmClassifier', 'ImageNetFolder', 'ClsAccuracy', 'TimmOptimWrapperConstructor',
     'AutoAmpOptimWrapper', 'ClsSummaryHook', 'write_digits_imagefolder', 'format_summary',
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# RandAugment on current Pillow
+# --------------------------------------------------------------------------------------------
+def _pillow_rejects_zero_bits() -> bool:
+    try:
+        ImageOps.posterize(Image.new('RGB', (1, 1)), 0)
+    except ValueError:
+        return True
+    return False
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
+    """timm's ``posterize`` op, with 0 bits kept giving the black image older Pillow gave: Pillow >= 12 raises on
+    ``bits=0``, which timm's ``rand-m9-mstd0.5-inc1`` (every recipe here) reaches whenever the sampled magnitude
+    clips at 10, crashing a data-loader worker after a few thousand images."""
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return _TIMM_POSTERIZE(img, bits_to_keep, **kwargs)
+
+
+_TIMM_POSTERIZE = auto_augment.posterize
+if _pillow_rejects_zero_bits():
+    for _name, _op in list(auto_augment.NAME_TO_OP.items()):
+        if _op is _TIMM_POSTERIZE:
+            auto_augment.NAME_TO_OP[_name] = _posterize
 
 
 # --------------------------------------------------------------------------------------------

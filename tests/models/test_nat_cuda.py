@@ -1,5 +1,5 @@
-"""NAT/DiNAT on CUDA through the automatic backend choice (the tiled SDPA path: every layer has an RPB).
-Skipped without a GPU."""
+"""NAT/DiNAT on CUDA through the automatic backend choice (the fused Triton kernels) and the tiled SDPA path,
+against the reference. Skipped without a GPU."""
 import pytest
 import timm
 import torch
@@ -11,19 +11,20 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a C
 
 
 @pytest.mark.parametrize('name', ['dinat_mini', 'nat_mini', 'dinat_s_tiny'])
-def test_cuda_forward_and_backward_match_reference(name):
+@pytest.mark.parametrize('backend', ['auto', 'torch', 'triton'])
+def test_cuda_forward_and_backward_match_reference(name, backend):
     torch.manual_seed(0)
     model = timm.create_model(name).cuda()
     x = torch.randn(2, 3, 224, 224, device='cuda')
     outs = {}
-    for backend in ('reference', 'auto'):
+    for run in ('reference', backend):
         model.zero_grad()
-        with ops.use_backend(backend):
+        with ops.use_backend(run):
             out = model(x)
         out.float().square().mean().backward()
         rpb = model.stages[0].blocks[1].attn.rpb.grad.clone()
-        outs[backend] = (out.detach(), rpb)
-    for got, ref in zip(outs['auto'], outs['reference']):
+        outs[run] = (out.detach(), rpb)
+    for got, ref in zip(outs[backend], outs['reference']):
         assert ((got - ref).norm() / ref.norm()).item() < 1e-3
 
 

@@ -1,4 +1,4 @@
-"""CUDA backends of neighborhood attention (flex, natten) against the reference. Skipped without a GPU."""
+"""CUDA backends of neighborhood attention (flex, triton, torch, auto) against the reference. Skipped without a GPU."""
 import pytest
 import torch
 
@@ -23,8 +23,11 @@ def _rel_err(a, b):
 @pytest.mark.parametrize('spatial,kernel,dilation,causal', CASES)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('with_rpb', [True, False])
-def test_flex_matches_reference(spatial, kernel, dilation, causal, dtype, with_rpb):
+@pytest.mark.parametrize('backend', ['flex', 'triton'])
+def test_fused_backends_match_reference(spatial, kernel, dilation, causal, dtype, with_rpb, backend):
     n = len(spatial)
+    if backend == 'triton' and (n != 2 or causal):
+        pytest.skip('the Triton kernels are 2-D, non-causal')
     fn = {1: ops.na1d, 2: ops.na2d, 3: ops.na3d}[n]
     g = torch.Generator(device='cuda').manual_seed(0)
     shape = (2, *spatial, 4, 32)
@@ -32,18 +35,18 @@ def test_flex_matches_reference(spatial, kernel, dilation, causal, dtype, with_r
     base.append(torch.randn(4, *[2 * kernel - 1] * n, device='cuda', generator=g) * 0.5)
     grad_out = torch.randn(shape, device='cuda', generator=g)
     results = {}
-    for backend, cast in (('reference', torch.float64), ('flex', dtype)):
+    for name, cast in (('reference', torch.float64), (backend, dtype)):
         leaves = [t.to(cast).requires_grad_() for t in base]
-        with ops.use_backend(backend):
+        with ops.use_backend(name):
             out = fn(*leaves[:3], kernel, dilation, causal, rpb=leaves[3] if with_rpb else None)
         used = leaves if with_rpb else leaves[:3]
         grads = torch.autograd.grad(out, used, grad_out.to(cast))
-        results[backend] = (out, grads)
+        results[name] = (out, grads)
     tol = 1e-3 if dtype == torch.float32 else 2e-2
-    assert _rel_err(results['flex'][0], results['reference'][0]) < tol
-    for g_flex, g_ref in zip(results['flex'][1], results['reference'][1]):
-        assert torch.isfinite(g_flex.float()).all()
-        assert _rel_err(g_flex, g_ref) < tol * 2
+    assert _rel_err(results[backend][0], results['reference'][0]) < tol
+    for g_fused, g_ref in zip(results[backend][1], results['reference'][1]):
+        assert torch.isfinite(g_fused.float()).all()
+        assert _rel_err(g_fused, g_ref) < tol * 2
 
 
 @pytest.mark.parametrize('spatial,kernel,dilation,causal', CASES)
@@ -72,7 +75,7 @@ def test_auto_backend_on_cuda_matches_reference():
     assert _rel_err(auto, expected) < 1e-3
 
 
-@pytest.mark.parametrize('backend', ['torch', 'flex', 'auto'])
+@pytest.mark.parametrize('backend', ['torch', 'flex', 'triton', 'auto'])
 def test_bf16_activations_fp32_rpb_gradient(backend):
     """What autocast training does: bf16 q/k/v with the fp32 RPB parameter. The bias gradient sums
     B*N*k^2 terms into 169 entries per head; it must be accumulated in fp32 (a bf16 table gave 175 %
@@ -90,3 +93,23 @@ def test_bf16_activations_fp32_rpb_gradient(backend):
             out = ops.na2d(*leaves, 7, rpb=table)
         grads[name] = torch.autograd.grad(out, table, grad_out.to(out.dtype))[0]
     assert _rel_err(grads[backend], grads['reference']) < 2e-2
+
+
+def test_auto_picks_triton_and_compiles_without_graph_breaks():
+    """A NAT layer with an RPB runs the fused Triton kernels under ``auto`` (a custom op: one graph under
+    torch.compile, same output and gradients as eager)."""
+    from attnzoo.ops.neighborhood import _select_backend
+    layer = ops.NeighborhoodAttention2D(64, 2, kernel_size=7, dilation=2).cuda()
+    x = torch.randn(2, 28, 28, 64, device='cuda', requires_grad=True)
+    q = torch.empty(2, 28, 28, 2, 32, device='cuda')
+    assert _select_backend(q, q, layer.rpb, (7, 7), (2, 2), (False, False), 0.0, 2, 'na2d') == 'triton'
+    assert _select_backend(q, q, None, (7, 7), (1, 1), (False, False), 0.0, 2, 'na2d') == 'triton'
+    assert _select_backend(q, q, None, (7, 7), (4, 4), (False, False), 0.0, 2, 'na2d') == 'torch'  # 7x7 groups
+    explained = torch._dynamo.explain(layer)(x)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    eager = layer(x)
+    (eager_grad,) = torch.autograd.grad(eager.square().sum(), layer.rpb)
+    compiled = torch.compile(layer)(x)
+    (compiled_grad,) = torch.autograd.grad(compiled.square().sum(), layer.rpb)
+    assert _rel_err(compiled, eager) < 1e-5
+    assert _rel_err(compiled_grad, eager_grad) < 1e-5

@@ -1,0 +1,186 @@
+"""Two-GPU training evidence for ``tools/train.py`` (DDP through torchrun), written to ``distributed.md``.
+
+On a machine with >= 2 GPUs (no network needed)::
+
+    python benchmarks/distributed.py --out benchmarks/results/h200x2_distributed.json
+
+1. writes an ImageNet-layout folder of class-dependent textures (JPEG gratings: each class its own
+   orientation and frequency, random phase, colour and noise);
+2. trains the config (default ``configs/classification/dinat_tiny.py``, its real recipe, bf16) on 1 GPU
+   and on 2 GPUs (torchrun) for the same number of epochs, the same per-GPU batch;
+3. resumes the 2-GPU run with ``--resume`` for a few more epochs;
+4. evaluates the 2-GPU run's final checkpoint in a single process with ``tools/test.py``.
+
+It reports img/s per GPU (from the logged iteration times after the first epochs) and the scaling
+efficiency, the per-epoch mean training loss of both runs, the files each run wrote, the resume
+point, and the 2-rank against the single-process top-1. NVLink multicast stays off in every process
+(``NCCL_NVLS_ENABLE=0``, ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``, ``NVSHMEM_DISABLE_NVLS=1``).
+"""
+import argparse
+import json
+import math
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from mmengine.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+NO_MULTICAST = {'NCCL_NVLS_ENABLE': '0', 'TORCH_SYMM_MEM_DISABLE_MULTICAST': '1', 'NVSHMEM_DISABLE_NVLS': '1'}
+
+
+def _texture(label: int, num_classes: int, seed: int, size: int) -> np.ndarray:
+    """A ``size x size x 3`` uint8 grating whose orientation and frequency encode ``label``."""
+    rng = np.random.default_rng(seed)
+    angle = math.pi * label / num_classes + rng.normal(0, 0.05)
+    freq = 2 * math.pi * (3 + 2 * (label % 4)) / size
+    y, x = np.mgrid[:size, :size]
+    wave = np.sin(freq * (x * math.cos(angle) + y * math.sin(angle)) + rng.uniform(0, 2 * math.pi))
+    colour = rng.uniform(0.3, 1.0, 3)
+    img = 127.5 + 100 * wave[..., None] * colour + rng.normal(0, 20, (size, size, 3))
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def _write(task):
+    from PIL import Image
+    path, label, num_classes, seed, size = task
+    Image.fromarray(_texture(label, num_classes, seed, size)).save(path, quality=90)
+
+
+def make_dataset(root: Path, num_classes: int, train_per_class: int, val_per_class: int, size: int = 160) -> None:
+    """ImageNet layout ``root/{train,val}/<class>/*.JPEG`` (skipped when ``root/train`` exists)."""
+    if (root / 'train').is_dir():
+        return
+    tasks = []
+    for split, count, offset in (('train', train_per_class, 0), ('val', val_per_class, 10 ** 6)):
+        for c in range(num_classes):
+            folder = root / split / f'n{c:08d}'
+            folder.mkdir(parents=True, exist_ok=True)
+            tasks += [(folder / f'{i}.JPEG', c, num_classes, offset + c * 10 ** 5 + i, size) for i in range(count)]
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_write, tasks, chunksize=64))
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
+
+
+def _run(args, log: Path, gpus: str) -> str:
+    env = dict(os.environ, PYTHONUNBUFFERED='1', CUDA_VISIBLE_DEVICES=gpus, **NO_MULTICAST)
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    log.write_text(proc.stdout)
+    print(f'{log.name}: exit {proc.returncode} in {time.time() - t0:.0f} s', flush=True)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stdout[-5000:])
+    return proc.stdout
+
+
+def _train_log(out: str, skip_epochs: int):
+    """Per-epoch mean loss, median logged iteration time after ``skip_epochs``, and data time."""
+    losses, times, data_times = {}, [], []
+    for line in out.splitlines():
+        m = re.search(r'Epoch\(train\)\s*\[(\d+)\]\[\s*\d+/\d+\].*?time: ([\d.]+)\s+data_time: ([\d.]+).*?'
+                      r'loss: ([\d.]+)', line)
+        if m:
+            epoch = int(m.group(1))
+            losses.setdefault(epoch, []).append(float(m.group(4)))
+            if epoch > skip_epochs:
+                times.append(float(m.group(2)))
+                data_times.append(float(m.group(3)))
+    return ({e: round(statistics.mean(v), 4) for e, v in sorted(losses.items())},
+            statistics.median(times), statistics.median(data_times))
+
+
+def _final_top1(out: str) -> float:
+    return float(re.findall(r'Final: top1=([\d.]+)', out)[-1])
+
+
+def _files(work_dir: Path):
+    return sorted(str(p.relative_to(work_dir)) for p in work_dir.rglob('*') if p.is_file())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--config', default='configs/classification/dinat_tiny.py')
+    p.add_argument('--data-root', type=Path, default=Path('/tmp/attnzoo_textures'))
+    p.add_argument('--work-root', type=Path, default=Path('/tmp/attnzoo_distributed'))
+    p.add_argument('--classes', type=int, default=10)
+    p.add_argument('--train-per-class', type=int, default=320)
+    p.add_argument('--val-per-class', type=int, default=50)
+    p.add_argument('--epochs', type=int, default=20)
+    p.add_argument('--resume-epochs', type=int, default=3, help='epochs the resumed 2-GPU run adds')
+    p.add_argument('--batch-size', type=int, default=None, help="per GPU (default: the config's)")
+    p.add_argument('--workers', type=int, default=14, help='data-loader workers per GPU')
+    p.add_argument('--skip-epochs', type=int, default=2, help='epochs left out of the speed (warm-up)')
+    p.add_argument('--logs', type=Path, help='folder for the four raw logs')
+    p.add_argument('--out', type=Path, help='JSON summary')
+    args = p.parse_args(argv)
+
+    t0 = time.time()
+    make_dataset(args.data_root, args.classes, args.train_per_class, args.val_per_class)
+    print(f'dataset: {time.time() - t0:.0f} s', flush=True)
+    logs = args.logs or args.work_root / 'logs'
+    logs.mkdir(parents=True, exist_ok=True)
+    options = ['train_cfg.val_interval=%d' % args.epochs, 'default_hooks.checkpoint.interval=%d' % args.epochs,
+               'default_hooks.logger.interval=5', f'train_dataloader.num_workers={args.workers}',
+               f'val_dataloader.num_workers={args.workers}']
+    if args.batch_size:
+        options.append(f'train_dataloader.batch_size={args.batch_size}')
+    train = ['tools/train.py', args.config, '--data-root', args.data_root, '--amp', 'bf16']
+    torchrun = ['-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+                '--master_port']
+    wd1, wd2 = args.work_root / 'gpu1', args.work_root / 'gpu2'
+    out1 = _run([*train, '--work-dir', wd1, '--cfg-options', f'train_cfg.max_epochs={args.epochs}', *options],
+                logs / 'train_1gpu.log', '0')
+    out2 = _run([*torchrun, _free_port(), *train, '--launcher', 'pytorch', '--work-dir', wd2,
+                 '--cfg-options', f'train_cfg.max_epochs={args.epochs}', *options], logs / 'train_2gpu.log', '0,1')
+    files_2gpu = _files(wd2)
+    total = args.epochs + args.resume_epochs
+    out3 = _run([*torchrun, _free_port(), *train, '--launcher', 'pytorch', '--work-dir', wd2, '--resume',
+                 '--cfg-options', f'train_cfg.max_epochs={total}', *options], logs / 'resume_2gpu.log', '0,1')
+    ckpt = wd2 / f'epoch_{args.epochs}.pth'
+    out4 = _run(['tools/test.py', args.config, ckpt, '--data-root', args.data_root, '--work-dir',
+                 args.work_root / 'test', '--cfg-options', f'test_dataloader.num_workers={args.workers}'],
+                logs / 'test_1process.log', '0')
+
+    loss1, t1, d1 = _train_log(out1, args.skip_epochs)
+    loss2, t2, d2 = _train_log(out2, args.skip_epochs)
+    batch = args.batch_size or Config.fromfile(REPO / args.config).train_dataloader.batch_size
+    resumed = re.search(r'resumed epoch: (\d+), iter: (\d+)', out3)
+    first_resumed = re.search(r'Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/', out3)
+    summary = dict(
+        config=args.config, epochs=args.epochs, batch_per_gpu=batch,
+        dataset=dict(classes=args.classes, train=args.classes * args.train_per_class,
+                     val=args.classes * args.val_per_class),
+        iter_time_s={'1gpu': t1, '2gpu': t2}, data_time_s={'1gpu': d1, '2gpu': d2},
+        img_per_s_per_gpu={'1gpu': round(batch / t1, 1), '2gpu': round(batch / t2, 1)},
+        scaling_efficiency=round(t1 / t2, 3),
+        epoch_mean_loss={'1gpu': loss1, '2gpu': loss2},
+        top1={'1gpu_run': _final_top1(out1), '2gpu_run_2ranks': _final_top1(out2),
+              '2gpu_checkpoint_1process': _final_top1(out4)},
+        files_written={'1gpu': _files(wd1), '2gpu': files_2gpu},
+        resume=dict(resumed_from=resumed.groups() if resumed else None,
+                    first_logged=first_resumed.groups() if first_resumed else None,
+                    top1_after=_final_top1(out3), files_after=_files(wd2)),
+        distributed_line=re.search(r'Distributed training: \w+', out2).group(0),
+    )
+    text = json.dumps(summary, indent=1)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == '__main__':
+    main()
