@@ -427,24 +427,34 @@ def _na_flex(q, k, v, kernel, causal, rpb, scale):
 # natten backend: NATTEN's fused kernels (no RPB, no attention dropout)
 # ---------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+# The availability checks import packages: torch.compile takes their results as constants (an import inside a
+# traced function is a graph break) and they are cached per process.
+_AVAILABLE: dict = {}
+
+
+@torch.compiler.assume_constant_result
 def natten_available() -> bool:
     """Whether NATTEN is installed (``use_backend('natten')`` works; on CPU it is NATTEN's slow,
     forward-only flex path)."""
-    try:
-        import natten  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    if 'natten' not in _AVAILABLE:
+        try:
+            import natten  # noqa: F401
+            _AVAILABLE['natten'] = True
+        except ImportError:
+            _AVAILABLE['natten'] = False
+    return _AVAILABLE['natten']
 
 
-@functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result
 def natten_fused_available() -> bool:
     """Whether NATTEN's compiled library (its fused CUDA kernels) is present: only then does ``auto`` pick it."""
-    if not natten_available():
-        return False
-    import natten
-    return bool(getattr(natten, 'HAS_LIBNATTEN', False))
+    if 'natten_fused' not in _AVAILABLE:
+        fused = False
+        if natten_available():
+            import natten
+            fused = bool(getattr(natten, 'HAS_LIBNATTEN', False))
+        _AVAILABLE['natten_fused'] = fused
+    return _AVAILABLE['natten_fused']
 
 
 def _na_natten(q, k, v, kernel, dil, causal, scale):
@@ -465,11 +475,14 @@ def _triton_interpreted() -> bool:
     return os.environ.get('TRITON_INTERPRET') == '1'
 
 
-@functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result
 def triton_available() -> bool:
     """Whether Triton is installed and something can run its kernels: a CUDA device, or Triton's CPU
     interpreter (``TRITON_INTERPRET=1`` set before the first call)."""
-    return importlib.util.find_spec('triton') is not None and (torch.cuda.is_available() or _triton_interpreted())
+    if 'triton' not in _AVAILABLE:
+        _AVAILABLE['triton'] = (importlib.util.find_spec('triton') is not None
+                                and (torch.cuda.is_available() or _triton_interpreted()))
+    return _AVAILABLE['triton']
 
 
 def _triton_unsupported(q: torch.Tensor, v: torch.Tensor, n: int, causal: tuple, dropout_p: float) -> Optional[str]:

@@ -1,6 +1,7 @@
 """Neighborhood attention: semantics, backends, autograd, errors."""
 import itertools
 import math
+import sys
 
 import pytest
 import torch
@@ -253,3 +254,19 @@ def test_auto_flex_admits_a_bounded_number_of_map_shapes(monkeypatch):
     assert all(neighborhood._flex_shape_admitted(m) for m in maps[:limit])
     assert not any(neighborhood._flex_shape_admitted(m) for m in maps[limit:])
     assert neighborhood._flex_shape_admitted(maps[0])
+
+
+def test_availability_checks_are_compile_constants(monkeypatch):
+    """``auto`` asks whether NATTEN / Triton exist while torch.compile traces a model; the import inside the
+    check must not break the graph (it did on a GPU machine without NATTEN)."""
+    from attnzoo.ops import neighborhood
+    monkeypatch.setitem(sys.modules, 'natten', None)  # `import natten` raises ImportError
+    monkeypatch.setattr(neighborhood, '_AVAILABLE', {})
+
+    def fn(x):
+        return x + neighborhood.natten_fused_available() + neighborhood.natten_available() \
+            + neighborhood.triton_available()
+
+    explained = torch._dynamo.explain(fn)(torch.ones(2))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert neighborhood._AVAILABLE['natten'] is False
