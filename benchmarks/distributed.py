@@ -1,19 +1,20 @@
 """Two-GPU training evidence for ``tools/train.py`` (DDP through torchrun), written to ``distributed.md``.
 
-On a machine with >= 2 GPUs (no network needed)::
+On a machine with >= 2 GPUs (no network needed), two parts (each fits one 10-minute device call)::
 
-    python benchmarks/distributed.py --out benchmarks/results/h200x2_distributed.json
+    python benchmarks/distributed.py --part speed --out benchmarks/results/h200x2_distributed_speed.json
+    python benchmarks/distributed.py --part agreement --reference benchmarks/results/h200x2_distributed_speed.json \
+        --out benchmarks/results/h200x2_distributed_agreement.json
 
-1. writes an ImageNet-layout folder of class-dependent textures (JPEG gratings: each class its own
-   orientation and frequency, random phase, colour and noise);
-2. trains the config (default ``configs/classification/dinat_tiny.py``, its real recipe, bf16) on 1 GPU
-   and on 2 GPUs (torchrun) for the same number of epochs, the same per-GPU batch;
-3. resumes the 2-GPU run with ``--resume`` for a few more epochs;
-4. evaluates the 2-GPU run's final checkpoint in a single process with ``tools/test.py``.
+Both write (deterministically) an ImageNet-layout folder of class-dependent textures (JPEG gratings: each
+class its own orientation and frequency, random phase, colour and noise) and train the config (default
+``configs/classification/dinat_tiny.py``, its real recipe, bf16) for the same number of epochs:
 
-It reports img/s per GPU (from the logged iteration times after the first epochs) and the scaling
-efficiency, the per-epoch mean training loss of both runs, the files each run wrote, the resume
-point, and the 2-rank against the single-process top-1. NVLink multicast stays off in every process
+* ``speed``: 1 GPU and 2 GPUs (torchrun) at the config's per-GPU batch: img/s per GPU from the logged
+  iteration times after the first epochs, the scaling efficiency, data time, loss curves, the files written;
+* ``agreement``: 2 GPUs at half that batch, i.e. the 1-GPU run's global batch, LR and number of steps, whose
+  per-epoch loss is compared with the speed part's 1-GPU curve; then ``--resume`` for a few more epochs,
+  and ``tools/test.py`` of the 2-GPU checkpoint in one process against the top-1 the 2 ranks gathered. NVLink multicast stays off in every process
 (``NCCL_NVLS_ENABLE=0``, ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``, ``NVSHMEM_DISABLE_NVLS=1``).
 """
 import argparse
@@ -110,8 +111,18 @@ def _files(work_dir: Path):
     return sorted(str(p.relative_to(work_dir)) for p in work_dir.rglob('*') if p.is_file())
 
 
+def _loss_agreement(ref: dict, got: dict) -> dict:
+    """Per-epoch relative difference of two epoch -> mean-loss curves (their common epochs)."""
+    diffs = {e: round(abs(got[e] - ref[e]) / ref[e], 4) for e in ref if e in got}
+    return dict(max_rel_diff=max(diffs.values()), per_epoch=diffs)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--part', choices=['speed', 'agreement'], required=True,
+                   help="speed: 1 GPU and 2 GPUs at the config's per-GPU batch; agreement: 2 GPUs at half that batch "
+                        "(the 1-GPU run's global batch, LR and step count), then --resume and a 1-process test")
+    p.add_argument('--reference', type=Path, help='agreement: the speed part\'s JSON (its 1-GPU loss curve)')
     p.add_argument('--config', default='configs/classification/dinat_tiny.py')
     p.add_argument('--data-root', type=Path, default=Path('/tmp/attnzoo_textures'))
     p.add_argument('--work-root', type=Path, default=Path('/tmp/attnzoo_distributed'))
@@ -123,58 +134,68 @@ def main(argv=None):
     p.add_argument('--batch-size', type=int, default=None, help="per GPU (default: the config's)")
     p.add_argument('--workers', type=int, default=14, help='data-loader workers per GPU')
     p.add_argument('--skip-epochs', type=int, default=2, help='epochs left out of the speed (warm-up)')
-    p.add_argument('--logs', type=Path, help='folder for the four raw logs')
+    p.add_argument('--logs', type=Path, help='folder for the raw logs')
     p.add_argument('--out', type=Path, help='JSON summary')
     args = p.parse_args(argv)
+    if args.part == 'agreement' and args.reference is None:
+        p.error('--part agreement needs --reference (the JSON of --part speed)')
 
     t0 = time.time()
     make_dataset(args.data_root, args.classes, args.train_per_class, args.val_per_class)
     print(f'dataset: {time.time() - t0:.0f} s', flush=True)
     logs = args.logs or args.work_root / 'logs'
     logs.mkdir(parents=True, exist_ok=True)
+    batch = args.batch_size or Config.fromfile(REPO / args.config).train_dataloader.batch_size
     options = ['train_cfg.val_interval=%d' % args.epochs, 'default_hooks.checkpoint.interval=%d' % args.epochs,
                'default_hooks.logger.interval=5', f'train_dataloader.num_workers={args.workers}',
                f'val_dataloader.num_workers={args.workers}']
-    if args.batch_size:
-        options.append(f'train_dataloader.batch_size={args.batch_size}')
     train = ['tools/train.py', args.config, '--data-root', args.data_root, '--amp', 'bf16']
-    torchrun = ['-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-                '--master_port']
-    wd1, wd2 = args.work_root / 'gpu1', args.work_root / 'gpu2'
-    out1 = _run([*train, '--work-dir', wd1, '--cfg-options', f'train_cfg.max_epochs={args.epochs}', *options],
-                logs / 'train_1gpu.log', '0')
-    out2 = _run([*torchrun, _free_port(), *train, '--launcher', 'pytorch', '--work-dir', wd2,
-                 '--cfg-options', f'train_cfg.max_epochs={args.epochs}', *options], logs / 'train_2gpu.log', '0,1')
-    files_2gpu = _files(wd2)
-    total = args.epochs + args.resume_epochs
-    out3 = _run([*torchrun, _free_port(), *train, '--launcher', 'pytorch', '--work-dir', wd2, '--resume',
-                 '--cfg-options', f'train_cfg.max_epochs={total}', *options], logs / 'resume_2gpu.log', '0,1')
-    ckpt = wd2 / f'epoch_{args.epochs}.pth'
-    out4 = _run(['tools/test.py', args.config, ckpt, '--data-root', args.data_root, '--work-dir',
-                 args.work_root / 'test', '--cfg-options', f'test_dataloader.num_workers={args.workers}'],
-                logs / 'test_1process.log', '0')
+    epochs = f'train_cfg.max_epochs={args.epochs}'
 
-    loss1, t1, d1 = _train_log(out1, args.skip_epochs)
-    loss2, t2, d2 = _train_log(out2, args.skip_epochs)
-    batch = args.batch_size or Config.fromfile(REPO / args.config).train_dataloader.batch_size
-    resumed = re.search(r'resumed epoch: (\d+), iter: (\d+)', out3)
-    first_resumed = re.search(r'Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/', out3)
-    summary = dict(
-        config=args.config, epochs=args.epochs, batch_per_gpu=batch,
-        dataset=dict(classes=args.classes, train=args.classes * args.train_per_class,
-                     val=args.classes * args.val_per_class),
-        iter_time_s={'1gpu': t1, '2gpu': t2}, data_time_s={'1gpu': d1, '2gpu': d2},
-        img_per_s_per_gpu={'1gpu': round(batch / t1, 1), '2gpu': round(batch / t2, 1)},
-        scaling_efficiency=round(t1 / t2, 3),
-        epoch_mean_loss={'1gpu': loss1, '2gpu': loss2},
-        top1={'1gpu_run': _final_top1(out1), '2gpu_run_2ranks': _final_top1(out2),
-              '2gpu_checkpoint_1process': _final_top1(out4)},
-        files_written={'1gpu': _files(wd1), '2gpu': files_2gpu},
-        resume=dict(resumed_from=resumed.groups() if resumed else None,
-                    first_logged=first_resumed.groups() if first_resumed else None,
-                    top1_after=_final_top1(out3), files_after=_files(wd2)),
-        distributed_line=re.search(r'Distributed training: \w+', out2).group(0),
-    )
+    def two_gpus(work_dir, log, per_gpu, *extra):
+        return _run(['-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+                     '--master_port', _free_port(), *train, '--launcher', 'pytorch', '--work-dir', work_dir, *extra,
+                     '--cfg-options', *options, f'train_dataloader.batch_size={per_gpu}'], logs / log, '0,1')
+
+    summary = dict(part=args.part, config=args.config, epochs=args.epochs,
+                   dataset=dict(classes=args.classes, train=args.classes * args.train_per_class,
+                                val=args.classes * args.val_per_class, workers_per_gpu=args.workers))
+    if args.part == 'speed':
+        wd1, wd2 = args.work_root / 'gpu1', args.work_root / 'gpu2'
+        out1 = _run([*train, '--work-dir', wd1, '--cfg-options', epochs, *options,
+                     f'train_dataloader.batch_size={batch}'], logs / 'train_1gpu.log', '0')
+        out2 = two_gpus(wd2, 'train_2gpu.log', batch, '--cfg-options', epochs)
+        (loss1, t1, d1), (loss2, t2, d2) = _train_log(out1, args.skip_epochs), _train_log(out2, args.skip_epochs)
+        summary.update(
+            batch_per_gpu=batch, iter_time_s={'1gpu': t1, '2gpu': t2}, data_time_s={'1gpu': d1, '2gpu': d2},
+            img_per_s_per_gpu={'1gpu': round(batch / t1, 1), '2gpu': round(batch / t2, 1)},
+            scaling_efficiency=round(t1 / t2, 3), epoch_mean_loss={'1gpu': loss1, '2gpu': loss2},
+            top1={'1gpu': _final_top1(out1), '2gpu': _final_top1(out2)},
+            files_written={'1gpu': _files(wd1), '2gpu': _files(wd2)},
+            distributed_line=re.search(r'Distributed training: \w+', out2).group(0))
+    else:
+        reference = json.loads(args.reference.read_text())
+        wd = args.work_root / 'gpu2_half'
+        out = two_gpus(wd, 'train_2gpu_half_batch.log', reference['batch_per_gpu'] // 2, '--cfg-options', epochs)
+        files = _files(wd)
+        total = args.epochs + args.resume_epochs
+        resumed_out = two_gpus(wd, 'resume_2gpu.log', reference['batch_per_gpu'] // 2, '--resume',
+                               '--cfg-options', f'train_cfg.max_epochs={total}')
+        test_out = _run(['tools/test.py', args.config, wd / f'epoch_{args.epochs}.pth', '--data-root',
+                         args.data_root, '--work-dir', args.work_root / 'test',
+                         '--cfg-options', f'test_dataloader.num_workers={args.workers}'], logs / 'test_1process.log',
+                        '0')
+        loss, _, _ = _train_log(out, 0)
+        ref_loss = {int(e): v for e, v in reference['epoch_mean_loss']['1gpu'].items()}
+        resumed = re.search(r'resumed epoch: (\d+), iter: (\d+)', resumed_out)
+        first = re.search(r'Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/', resumed_out)
+        summary.update(
+            batch_per_gpu=reference['batch_per_gpu'] // 2, epoch_mean_loss=loss,
+            loss_vs_1gpu=_loss_agreement(ref_loss, loss), files_written=files,
+            top1={'2gpu_2ranks': _final_top1(out), 'same_checkpoint_1process': _final_top1(test_out)},
+            resume=dict(resumed_from=resumed.groups() if resumed else None,
+                        first_logged=first.groups() if first else None, top1_after=_final_top1(resumed_out),
+                        files_after=_files(wd)))
     text = json.dumps(summary, indent=1)
     print(text)
     if args.out:

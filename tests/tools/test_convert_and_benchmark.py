@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -113,3 +114,32 @@ def test_task_models_detection_reports_train_and_inference(tmp_path):
                '--steps', '1', '--warmup', '0', '--json', str(out)])
     row = json.loads(out.read_text())['results'][0]
     assert row['backbone'] == 'dinat_mini' and row['train_img_per_s'] > 0 and row['inference_img_per_s'] > 0
+
+
+def test_benchmark_jobs_prepare_together_and_time_one_at_a_time(tmp_path):
+    """--jobs 2: both measurements are prepared in parallel processes and each still gets its row."""
+    out = tmp_path / 'bench.json'
+    subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--model', 'dinat_mini', 'biformer_tiny',
+                    '--device', 'cpu', '--bench', 'inference', '--batch-size', '1', '--img-size', '64', '--steps', '1',
+                    '--warmup', '1', '--no-macs', '--threads', '1', '--jobs', '2', '--json', str(out)],
+                   check=True, cwd=tmp_path)
+    rows = {r['model']: r for r in json.loads(out.read_text())['results']}
+    assert set(rows) == {'dinat_mini', 'biformer_tiny'}
+    for row in rows.values():
+        assert row['inference_img_per_s'] > 0 and row['inference_batch_size'] == 1
+
+
+def test_distributed_script_parses_logs_and_makes_class_textures():
+    dist = _load_benchmark_script('distributed')
+    log = '\n'.join(
+        f'x - mmengine - INFO - Epoch(train)  [{e}][{i:2d}/10]  base_lr: 1e-3 lr: 1e-4  eta: 0:00:01  '
+        f'time: {0.1 * e:.4f}  data_time: 0.0020  memory: 9041  grad_norm: 2.0  loss: {5 - e + i / 10:.4f}'
+        for e in (1, 2, 3) for i in (5, 10))
+    loss, iter_time, data_time = dist._train_log(log, skip_epochs=1)
+    assert loss == {1: 4.75, 2: 3.75, 3: 2.75}
+    assert iter_time == pytest.approx(0.25) and data_time == pytest.approx(0.002)
+    agreement = dist._loss_agreement({1: 4.0, 2: 2.0}, {1: 4.4, 2: 2.0, 3: 1.0})
+    assert agreement == dict(max_rel_diff=0.1, per_epoch={1: 0.1, 2: 0.0})
+    a, b = dist._texture(0, 10, seed=1, size=32), dist._texture(5, 10, seed=1, size=32)
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, dist._texture(0, 10, seed=1, size=32)) and not np.array_equal(a, b)
