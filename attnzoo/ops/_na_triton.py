@@ -49,6 +49,36 @@ def _group(pid, tiles_h, tiles_w, dil_w):
 
 
 @triton.jit
+def _program_tile(heads, H, W, dil_h, dil_w, tiles_h, tiles_w, BH: tl.constexpr, BW: tl.constexpr):
+    """This program's batch and head, dilation group ``(gy, gx)``, the group's lengths ``(LH, LW)``, and the
+    ``BH*BW`` group positions ``(i, j)`` of its tile, clamped into the group, with the mask of those inside it."""
+    bh = tl.program_id(0)
+    gy, gx, ty, tx = _group(tl.program_id(1), tiles_h, tiles_w, dil_w)
+    LH = (H - gy + dil_h - 1) // dil_h
+    LW = (W - gx + dil_w - 1) // dil_w
+    m = tl.arange(0, BH * BW)
+    i, j = ty * BH + m // BW, tx * BW + m % BW
+    inside = (i < LH) & (j < LW)
+    return bh // heads, bh % heads, gy, gx, LH, LW, tl.minimum(i, LH - 1), tl.minimum(j, LW - 1), inside
+
+
+@triton.jit
+def _block(r0, c0, r_hi, c_hi, LH, LW, R: tl.constexpr, C: tl.constexpr):
+    """An ``R x C`` block of group positions from ``(r0, c0)``, clamped into the group, and the mask of those
+    before ``(r_hi, c_hi)``."""
+    n = tl.arange(0, R * C)
+    r, c = r0 + n // C, c0 + n % C
+    valid = (r < r_hi) & (c < c_hi)
+    return tl.minimum(r, LH - 1), tl.minimum(c, LW - 1), valid
+
+
+@triton.jit
+def _rows(ptr, b, h, s_b, s_h, y, x, s_y, s_x, D: tl.constexpr):
+    """``[N, D]`` pointers to the head-``h`` vectors of the tokens at image positions ``(y, x)`` of image ``b``."""
+    return ptr + b * s_b + h * s_h + (y * s_y + x * s_x)[:, None] + tl.arange(0, D)[None, :]
+
+
+@triton.jit
 def _logits(q, k, qi, qj, kr, kc, sr, sc, k_valid, q_valid, rpb_ptr, qk_scale,
             KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr, PRECISION: tl.constexpr):
     """``[M, N]`` log2-scaled logits of queries (group coords ``qi, qj``, window starts ``sr, sc``) against keys
@@ -71,34 +101,23 @@ def _na2d_fwd_kernel(Q, K, V, RPB, O, LSE,
                      KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, HAS_RPB: tl.constexpr,
                      BH: tl.constexpr, BW: tl.constexpr, KR: tl.constexpr, KC: tl.constexpr,
                      PRECISION: tl.constexpr):
-    bh = tl.program_id(0)
-    b, h = bh // heads, bh % heads
-    gy, gx, ty, tx = _group(tl.program_id(1), tiles_h, tiles_w, dil_w)
-    LH = (H - gy + dil_h - 1) // dil_h
-    LW = (W - gx + dil_w - 1) // dil_w
-    m = tl.arange(0, BH * BW)
-    qi = tl.minimum(ty * BH + m // BW, LH - 1)
-    qj = tl.minimum(tx * BW + m % BW, LW - 1)
-    q_valid = (ty * BH + m // BW < LH) & (tx * BW + m % BW < LW)
+    """Output and log2-sum-exp of one ``BH x BW`` query tile (``O`` strides ``so_*``, ``LSE`` strides ``sl_*``)."""
+    b, h, gy, gx, LH, LW, qi, qj, q_valid = _program_tile(heads, H, W, dil_h, dil_w, tiles_h, tiles_w, BH, BW)
     sr, sc = _start(qi, LH, KH), _start(qj, LW, KW)
-    d = tl.arange(0, D)
-    q_off = (gy + dil_h * qi) * sq_y + (gx + dil_w * qj) * sq_x
-    q = tl.load(Q + b * sq_b + h * sq_h + q_off[:, None] + d[None, :], mask=q_valid[:, None], other=0.)
+    y, x = gy + dil_h * qi, gx + dil_w * qj
+    q = tl.load(_rows(Q, b, h, sq_b, sq_h, y, x, sq_y, sq_x, D), mask=q_valid[:, None], other=0.)
     rpb_ptr = RPB + h * (2 * KH - 1) * (2 * KW - 1)
     # Key rows / columns covered by the tile's windows (windows start monotonically with position).
     r_lo, r_hi = tl.min(sr, 0), tl.max(sr, 0) + KH
     c_lo, c_hi = tl.min(sc, 0), tl.max(sc, 0) + KW
-    n = tl.arange(0, KR * KC)
     m_i = tl.full([BH * BW], -float('inf'), tl.float32)
     l_i = tl.zeros([BH * BW], tl.float32)
     acc = tl.zeros([BH * BW, D], tl.float32)
     for r0 in range(r_lo, r_hi, KR):
         for c0 in range(c_lo, c_hi, KC):
-            kr, kc = r0 + n // KC, c0 + n % KC
-            k_valid = (kr < r_hi) & (kc < c_hi)
-            kr, kc = tl.minimum(kr, LH - 1), tl.minimum(kc, LW - 1)
-            k_off = (gy + dil_h * kr) * sk_y + (gx + dil_w * kc) * sk_x
-            k = tl.load(K + b * sk_b + h * sk_h + k_off[:, None] + d[None, :])
+            kr, kc, k_valid = _block(r0, c0, r_hi, c_hi, LH, LW, KR, KC)
+            ky, kx = gy + dil_h * kr, gx + dil_w * kc
+            k = tl.load(_rows(K, b, h, sk_b, sk_h, ky, kx, sk_y, sk_x, D))
             s, inside = _logits(q, k, qi, qj, kr, kc, sr, sc, k_valid, q_valid, rpb_ptr, qk_scale,
                                 KH, KW, HAS_RPB, PRECISION)
             s = tl.where(inside, s, -1.0e30)  # finite: a fully masked first block must not produce NaN
@@ -106,16 +125,12 @@ def _na2d_fwd_kernel(Q, K, V, RPB, O, LSE,
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            v_off = (gy + dil_h * kr) * sv_y + (gx + dil_w * kc) * sv_x
-            v = tl.load(V + b * sv_b + h * sv_h + v_off[:, None] + d[None, :])
+            v = tl.load(_rows(V, b, h, sv_b, sv_h, ky, kx, sv_y, sv_x, D))
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m_i = m_new
     acc = acc / l_i[:, None]
-    o_off = (gy + dil_h * qi) * so_y + (gx + dil_w * qj) * so_x
-    tl.store(O + b * so_b + h * so_h + o_off[:, None] + d[None, :], acc.to(O.dtype.element_ty),
-             mask=q_valid[:, None])
-    l_off = (gy + dil_h * qi) * sl_y + (gx + dil_w * qj) * sl_x
-    tl.store(LSE + b * sl_b + h * sl_h + l_off, m_i + tl.log2(l_i), mask=q_valid)
+    tl.store(_rows(O, b, h, so_b, so_h, y, x, so_y, so_x, D), acc.to(O.dtype.element_ty), mask=q_valid[:, None])
+    tl.store(LSE + b * sl_b + h * sl_h + y * sl_y + x * sl_x, m_i + tl.log2(l_i), mask=q_valid)
 
 
 @triton.jit
@@ -128,22 +143,11 @@ def _na2d_bwd_dq_kernel(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS,
                         KC: tl.constexpr, PRECISION: tl.constexpr):
     """dQ (strides ``sg_*``) per query tile; with ``RPB_GRAD`` also dLogits per (query, window slot) into
     ``DS`` ``[B, heads, H, W, KH*KW]`` (fp32, contiguous)."""
-    bh = tl.program_id(0)
-    b, h = bh // heads, bh % heads
-    gy, gx, ty, tx = _group(tl.program_id(1), tiles_h, tiles_w, dil_w)
-    LH = (H - gy + dil_h - 1) // dil_h
-    LW = (W - gx + dil_w - 1) // dil_w
-    m = tl.arange(0, BH * BW)
-    qi = tl.minimum(ty * BH + m // BW, LH - 1)
-    qj = tl.minimum(tx * BW + m % BW, LW - 1)
-    q_valid = (ty * BH + m // BW < LH) & (tx * BW + m % BW < LW)
+    b, h, gy, gx, LH, LW, qi, qj, q_valid = _program_tile(heads, H, W, dil_h, dil_w, tiles_h, tiles_w, BH, BW)
     sr, sc = _start(qi, LH, KH), _start(qj, LW, KW)
-    d = tl.arange(0, D)
     y, x = gy + dil_h * qi, gx + dil_w * qj
-    q = tl.load(Q + b * sq_b + h * sq_h + (y * sq_y + x * sq_x)[:, None] + d[None, :], mask=q_valid[:, None],
-                other=0.)
-    do = tl.load(DO + b * sd_b + h * sd_h + (y * sd_y + x * sd_x)[:, None] + d[None, :], mask=q_valid[:, None],
-                 other=0.)
+    q = tl.load(_rows(Q, b, h, sq_b, sq_h, y, x, sq_y, sq_x, D), mask=q_valid[:, None], other=0.)
+    do = tl.load(_rows(DO, b, h, sd_b, sd_h, y, x, sd_y, sd_x, D), mask=q_valid[:, None], other=0.)
     l_off = b * sl_b + h * sl_h + y * sl_y + x * sl_x
     lse = tl.load(LSE + l_off, mask=q_valid, other=0.)
     delta = tl.load(DELTA + l_off, mask=q_valid, other=0.)
@@ -151,28 +155,24 @@ def _na2d_bwd_dq_kernel(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS,
     ds_row = (((b * heads + h) * H + y) * W + x) * (KH * KW)
     r_lo, r_hi = tl.min(sr, 0), tl.max(sr, 0) + KH
     c_lo, c_hi = tl.min(sc, 0), tl.max(sc, 0) + KW
-    n = tl.arange(0, KR * KC)
     dq = tl.zeros([BH * BW, D], tl.float32)
     for r0 in range(r_lo, r_hi, KR):
         for c0 in range(c_lo, c_hi, KC):
-            kr, kc = r0 + n // KC, c0 + n % KC
-            k_valid = (kr < r_hi) & (kc < c_hi)
-            kr, kc = tl.minimum(kr, LH - 1), tl.minimum(kc, LW - 1)
-            k_off = (gy + dil_h * kr) * sk_y + (gx + dil_w * kc) * sk_x
-            k = tl.load(K + b * sk_b + h * sk_h + k_off[:, None] + d[None, :])
+            kr, kc, k_valid = _block(r0, c0, r_hi, c_hi, LH, LW, KR, KC)
+            ky, kx = gy + dil_h * kr, gx + dil_w * kc
+            k = tl.load(_rows(K, b, h, sk_b, sk_h, ky, kx, sk_y, sk_x, D))
             s, inside = _logits(q, k, qi, qj, kr, kc, sr, sc, k_valid, q_valid, rpb_ptr, qk_scale,
                                 KH, KW, HAS_RPB, PRECISION)
             p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.)
-            v_off = (gy + dil_h * kr) * sv_y + (gx + dil_w * kc) * sv_x
-            v = tl.load(V + b * sv_b + h * sv_h + v_off[:, None] + d[None, :])
+            v = tl.load(_rows(V, b, h, sv_b, sv_h, ky, kx, sv_y, sv_x, D))
             dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
             if RPB_GRAD:
                 slot = (kr[None, :] - sr[:, None]) * KW + (kc[None, :] - sc[:, None])
                 tl.store(DS + ds_row[:, None] + slot, ds, mask=inside)
-    tl.store(DQ + b * sg_b + h * sg_h + (y * sg_y + x * sg_x)[:, None] + d[None, :],
-             (dq * scale).to(DQ.dtype.element_ty), mask=q_valid[:, None])
+    tl.store(_rows(DQ, b, h, sg_b, sg_h, y, x, sg_y, sg_x, D), (dq * scale).to(DQ.dtype.element_ty),
+             mask=q_valid[:, None])
 
 
 @triton.jit
@@ -185,40 +185,27 @@ def _na2d_bwd_dkdv_kernel(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
                           PRECISION: tl.constexpr):
     """dK, dV per key tile (``BH x BW`` keys): walks the queries whose windows can hold a key of the tile.
     ``DK`` and ``DV`` share the strides ``sg_*``."""
-    bh = tl.program_id(0)
-    b, h = bh // heads, bh % heads
-    gy, gx, ty, tx = _group(tl.program_id(1), tiles_h, tiles_w, dil_w)
-    LH = (H - gy + dil_h - 1) // dil_h
-    LW = (W - gx + dil_w - 1) // dil_w
-    n = tl.arange(0, BH * BW)
-    kr = tl.minimum(ty * BH + n // BW, LH - 1)
-    kc = tl.minimum(tx * BW + n % BW, LW - 1)
-    k_valid = (ty * BH + n // BW < LH) & (tx * BW + n % BW < LW)
-    d = tl.arange(0, D)
-    k_off = (gy + dil_h * kr) * sk_y + (gx + dil_w * kc) * sk_x
-    k = tl.load(K + b * sk_b + h * sk_h + k_off[:, None] + d[None, :], mask=k_valid[:, None], other=0.)
-    v_off = (gy + dil_h * kr) * sv_y + (gx + dil_w * kc) * sv_x
-    v = tl.load(V + b * sv_b + h * sv_h + v_off[:, None] + d[None, :], mask=k_valid[:, None], other=0.)
+    b, h, gy, gx, LH, LW, kr, kc, k_valid = _program_tile(heads, H, W, dil_h, dil_w, tiles_h, tiles_w, BH, BW)
+    ky, kx = gy + dil_h * kr, gx + dil_w * kc
+    k = tl.load(_rows(K, b, h, sk_b, sk_h, ky, kx, sk_y, sk_x, D), mask=k_valid[:, None], other=0.)
+    v = tl.load(_rows(V, b, h, sv_b, sv_h, ky, kx, sv_y, sv_x, D), mask=k_valid[:, None], other=0.)
     rpb_ptr = RPB + h * (2 * KH - 1) * (2 * KW - 1)
     # Queries whose window can reach a key of rows [first, last]: from 0 (when first <= K-1) or
     # first - K//2, to L-1 (when last >= L-K) or last + K//2.
-    first_r, last_r = ty * BH, tl.minimum(ty * BH + BH - 1, LH - 1)
-    first_c, last_c = tx * BW, tl.minimum(tx * BW + BW - 1, LW - 1)
+    first_r, last_r = tl.min(kr, 0), tl.max(kr, 0)
+    first_c, last_c = tl.min(kc, 0), tl.max(kc, 0)
     r_lo = tl.where(first_r <= KH - 1, 0, first_r - KH // 2)
     r_hi = tl.where(last_r >= LH - KH, LH, tl.minimum(last_r + KH // 2 + 1, LH))
     c_lo = tl.where(first_c <= KW - 1, 0, first_c - KW // 2)
     c_hi = tl.where(last_c >= LW - KW, LW, tl.minimum(last_c + KW // 2 + 1, LW))
-    m = tl.arange(0, QR * QC)
     dk = tl.zeros([BH * BW, D], tl.float32)
     dv = tl.zeros([BH * BW, D], tl.float32)
     for r0 in range(r_lo, r_hi, QR):
         for c0 in range(c_lo, c_hi, QC):
-            qi, qj = r0 + m // QC, c0 + m % QC
-            q_valid = (qi < r_hi) & (qj < c_hi)
-            qi, qj = tl.minimum(qi, LH - 1), tl.minimum(qj, LW - 1)
+            qi, qj, q_valid = _block(r0, c0, r_hi, c_hi, LH, LW, QR, QC)
             y, x = gy + dil_h * qi, gx + dil_w * qj
-            q = tl.load(Q + b * sq_b + h * sq_h + (y * sq_y + x * sq_x)[:, None] + d[None, :])
-            do = tl.load(DO + b * sd_b + h * sd_h + (y * sd_y + x * sd_x)[:, None] + d[None, :])
+            q = tl.load(_rows(Q, b, h, sq_b, sq_h, y, x, sq_y, sq_x, D))
+            do = tl.load(_rows(DO, b, h, sd_b, sd_h, y, x, sd_y, sd_x, D))
             l_off = b * sl_b + h * sl_h + y * sl_y + x * sl_x
             lse = tl.load(LSE + l_off)
             delta = tl.load(DELTA + l_off)
@@ -230,9 +217,9 @@ def _na2d_bwd_dkdv_kernel(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
             dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
             ds = p * (dp - delta[:, None])
             dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
-    g_off = b * sg_b + h * sg_h + ((gy + dil_h * kr) * sg_y + (gx + dil_w * kc) * sg_x)[:, None] + d[None, :]
-    tl.store(DK + g_off, (dk * scale).to(DK.dtype.element_ty), mask=k_valid[:, None])
-    tl.store(DV + g_off, dv.to(DV.dtype.element_ty), mask=k_valid[:, None])
+    tl.store(_rows(DK, b, h, sg_b, sg_h, ky, kx, sg_y, sg_x, D), (dk * scale).to(DK.dtype.element_ty),
+             mask=k_valid[:, None])
+    tl.store(_rows(DV, b, h, sg_b, sg_h, ky, kx, sg_y, sg_x, D), dv.to(DV.dtype.element_ty), mask=k_valid[:, None])
 
 
 # ---------------------------------------------------------------------------------------------
