@@ -22,10 +22,12 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -75,16 +77,43 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
+# A run whose processes are still alive this long after their final summary line is stalled at exit (seen on
+# the H200 machines: about 140 s): every process of it then gets SIGABRT, which makes Python's faulthandler write
+# each thread's stack into the log, and the run counts as finished.
+EXIT_GRACE_S = 20.0
+EXIT_STALLS: dict = {}
+
+
 def _run(args, log: Path, gpus: str) -> str:
-    env = dict(os.environ, PYTHONUNBUFFERED='1', CUDA_VISIBLE_DEVICES=gpus, **NO_MULTICAST)
+    env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHONFAULTHANDLER='1', CUDA_VISIBLE_DEVICES=gpus, **NO_MULTICAST)
     t0 = time.time()
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    log.write_text(proc.stdout)
-    print(f'{log.name}: exit {proc.returncode} in {time.time() - t0:.0f} s', flush=True)
-    if proc.returncode != 0:
-        raise SystemExit(proc.stdout[-5000:])
-    return proc.stdout
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, finished_at = [], []
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if 'Final: ' in line and not finished_at:
+                finished_at.append(time.time())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        if finished_at and time.time() - finished_at[0] > EXIT_GRACE_S:
+            EXIT_STALLS[log.name] = True
+            os.killpg(proc.pid, signal.SIGABRT)
+            proc.wait()
+            break
+        time.sleep(0.5)
+    reader.join(timeout=30)
+    out = ''.join(lines)
+    log.write_text(out)
+    stalled = ' (stalled at exit: stacks in the log)' if EXIT_STALLS.get(log.name) else ''
+    print(f'{log.name}: exit {proc.returncode} in {time.time() - t0:.0f} s{stalled}', flush=True)
+    if proc.returncode != 0 and not finished_at:
+        raise SystemExit(out[-5000:])
+    return out
 
 
 def _train_log(out: str, skip_epochs: int):
@@ -196,6 +225,7 @@ def main(argv=None):
             resume=dict(resumed_from=resumed.groups() if resumed else None,
                         first_logged=first.groups() if first else None, top1_after=_final_top1(resumed_out),
                         files_after=_files(wd)))
+    summary['exit_stalls'] = sorted(EXIT_STALLS)
     text = json.dumps(summary, indent=1)
     print(text)
     if args.out:
