@@ -3,6 +3,7 @@
     python benchmarks/backend_choices.py routing   # flex block size 128 vs 64, against reference / torch
     python benchmarks/backend_choices.py na        # RPB layouts in flex, the tiled torch path (also with a
                                                    # batch-expanded bias for SDPA's fused kernel), window SDPA
+    python benchmarks/backend_choices.py triton_tiles  # tile shapes of the Triton NA kernels at the DiNAT-T shapes
     python benchmarks/backend_choices.py profile   # torch.profiler tables of a dinat_tiny / biformer_small train step
 
 bf16, B=64, the biformer_small / DiNAT-Tiny stage shapes; fwd+bwd and forward medians of 20 (CUDA events), peak
@@ -195,6 +196,37 @@ def na_part():
             print('na', H, h, name, row[name], flush=True)
         results[f'na_{H}_{h}'] = row
 
+TRITON_TILES = [(8, 8, 2, 16), (8, 8, 4, 8), (8, 8, 1, 16), (8, 8, 2, 8), (16, 8, 2, 16), (8, 16, 2, 16),
+                 (4, 16, 2, 16), (16, 16, 2, 16)]
+
+
+def triton_tiles_part():
+    """fwd and fwd+bwd (with the RPB gradient) of the Triton NA kernels for each tile shape (BH, BW, KR, KC)."""
+    from attnzoo.ops import _na_triton as T
+    B, D, ks = 64, 32, (7, 7)
+    for H, h, dil in [(56, 2, 1), (56, 2, 8), (28, 4, 1), (28, 4, 4), (14, 8, 1), (14, 8, 2), (7, 16, 1)]:
+        q, k, v, grad = (torch.randn(B, H, H, h, D, device=dev, dtype=torch.bfloat16) for _ in range(4))
+        rpb = torch.randn(h, 13, 13, device=dev) * 0.5
+        scale, row, base = D ** -0.5, {}, None
+        for tiles in TRITON_TILES:
+            name = 'x'.join(map(str, tiles))
+            try:
+                def fwd():
+                    return T.na2d_forward(q, k, v, rpb, ks, (dil, dil), scale, tiles)
+
+                def both():
+                    out, lse = fwd()
+                    return T.na2d_backward(grad, q, k, v, out, lse, rpb, ks, (dil, dil), scale, True, tiles)
+                outs = (fwd()[0], *both())
+                base = base or outs
+                row[name] = dict(fwd_ms=round(bench(fwd), 3), fwd_bwd_ms=round(bench(both), 3),
+                                 max_rel_err=max(rel(a, b) for a, b in zip(outs, base)))
+            except Exception as e:
+                row[name] = dict(error=f'{type(e).__name__}: {str(e)[-300:]}')
+            print('triton', H, h, dil, name, row[name], flush=True)
+        results[f'triton_{H}_{h}_d{dil}'] = row
+
+
 def profile_train_step(name: str) -> str:
     """torch.profiler table (by CUDA time) of 3 bf16 train steps of ``name`` at batch 128, after 4 warm-up steps."""
     import timm
@@ -230,7 +262,7 @@ def profile_part():
 
 
 def main():
-    parts = {'routing': routing_part, 'na': na_part, 'profile': profile_part}
+    parts = {'routing': routing_part, 'na': na_part, 'triton_tiles': triton_tiles_part, 'profile': profile_part}
     if len(sys.argv) != 2 or sys.argv[1] not in parts:
         raise SystemExit(f'usage: python benchmarks/backend_choices.py {{{"|".join(parts)}}}')
     if not torch.cuda.is_available():

@@ -27,9 +27,10 @@ import triton.language as tl
 LOG2E = 1.4426950408889634
 HEAD_DIMS = (16, 32, 64, 128)
 
-# Tile shapes: 8x8 queries per program, 2 key rows x 16 key columns per step (a k=7 halo of 14x14
-# keys takes 7 steps); dK/dV: 8x8 keys per program, 2 query rows x 16 columns per step.
-_BH, _BW, _KR, _KC = 8, 8, 2, 16
+# Tile shapes (BH, BW, KR, KC): 8x8 queries per program, 2 key rows x 16 key columns per step (a k=7 halo of
+# 14x14 keys takes 7 steps); dK/dV: 8x8 keys per program, 2 query rows x 16 columns per step. The benchmarks
+# (``backend_choices.py triton_tiles``) time other shapes through the ``tiles`` argument.
+TILES = (8, 8, 2, 16)
 
 
 @triton.jit
@@ -227,12 +228,7 @@ def _na2d_bwd_dkdv_kernel(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
 # ---------------------------------------------------------------------------------------------
 
 def _strides(x: torch.Tensor) -> Tuple[int, ...]:
-    """(batch, row, column, head) strides of a ``[B, H, W, heads, D]`` tensor whose last dim is contiguous."""
-    return x.stride(0), x.stride(1), x.stride(2), x.stride(3)
-
-
-def _lse_strides(x: torch.Tensor) -> Tuple[int, ...]:
-    """(batch, row, column, head) strides of a ``[B, H, W, heads]`` fp32 tensor."""
+    """(batch, row, column, head) strides of ``[B, H, W, heads, D]`` (last dim contiguous) or ``[B, H, W, heads]``."""
     return x.stride(0), x.stride(1), x.stride(2), x.stride(3)
 
 
@@ -257,17 +253,19 @@ def _rpb_arg(rpb: Optional[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
     return q.new_zeros(1, dtype=torch.float32) if rpb is None else rpb.detach().float().contiguous()
 
 
-def na2d_forward(q, k, v, rpb, kernel, dil, scale) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``[B, H, W, heads, D]`` q, k, v -> (out of the same shape, log2-sum-exp ``[B, H, W, heads]`` fp32)."""
+def na2d_forward(q, k, v, rpb, kernel, dil, scale, tiles=TILES) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``[B, H, W, heads, D]`` q, k, v -> (out of the same shape, log2-sum-exp ``[B, H, W, heads]`` fp32).
+    ``tiles``: (query tile rows, columns, key rows, key columns per step); powers of two with a block of >= 16."""
+    bh, bw, kr, kc = tiles
     q, k, v = (_contiguous_last(t) for t in (q, k, v))
     B, H, W, heads, D = q.shape
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, W, heads), dtype=torch.float32, device=q.device)
-    grid, tiles_h, tiles_w = _grid(q, dil, _BH, _BW)
+    grid, tiles_h, tiles_w = _grid(q, dil, bh, bw)
     _na2d_fwd_kernel[grid](
         q, k, v, _rpb_arg(rpb, q), out, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
-        *_lse_strides(lse), heads, H, W, dil[0], dil[1], tiles_h, tiles_w, scale * LOG2E,
-        KH=kernel[0], KW=kernel[1], D=D, HAS_RPB=rpb is not None, BH=_BH, BW=_BW, KR=_KR, KC=_KC,
+        *_strides(lse), heads, H, W, dil[0], dil[1], tiles_h, tiles_w, scale * LOG2E,
+        KH=kernel[0], KW=kernel[1], D=D, HAS_RPB=rpb is not None, BH=bh, BW=bw, KR=kr, KC=kc,
         PRECISION=_precision(q), num_warps=4, num_stages=2)
     return out, lse
 
@@ -287,8 +285,10 @@ def _bias_index(H: int, W: int, kernel: Tuple[int, int], dil: Tuple[int, int], d
     return index.reshape(-1)
 
 
-def na2d_backward(grad_out, q, k, v, out, lse, rpb, kernel, dil, scale, rpb_grad: bool):
-    """Gradients of :func:`na2d_forward`: ``(dq, dk, dv, drpb or None)``."""
+def na2d_backward(grad_out, q, k, v, out, lse, rpb, kernel, dil, scale, rpb_grad: bool, tiles=TILES):
+    """Gradients of :func:`na2d_forward`: ``(dq, dk, dv, drpb or None)``; ``tiles`` as there (the dK/dV kernel
+    takes key tiles of the query-tile shape and query blocks of the key-block shape)."""
+    bh, bw, kr, kc = tiles
     q, k, v, grad_out = (_contiguous_last(t) for t in (q, k, v, grad_out))
     B, H, W, heads, D = q.shape
     delta = (out.float() * grad_out.float()).sum(-1)  # [B, H, W, heads]
@@ -299,15 +299,15 @@ def na2d_backward(grad_out, q, k, v, out, lse, rpb, kernel, dil, scale, rpb_grad
     precision = _precision(q)
     common = dict(KH=kernel[0], KW=kernel[1], D=D, HAS_RPB=rpb is not None, PRECISION=precision,
                   num_warps=4, num_stages=2)
-    grid, tiles_h, tiles_w = _grid(q, dil, _BH, _BW)
+    grid, tiles_h, tiles_w = _grid(q, dil, bh, bw)
     sizes = (heads, H, W, dil[0], dil[1], tiles_h, tiles_w, scale * LOG2E, scale)
     _na2d_bwd_dq_kernel[grid](
         q, k, v, table, grad_out, lse, delta, dq, ds, *_strides(q), *_strides(k), *_strides(v),
-        *_strides(grad_out), *_lse_strides(lse), *_strides(dq), *sizes, RPB_GRAD=rpb_grad, BH=_BH, BW=_BW, KR=_KR, KC=_KC,
-        **common)
+        *_strides(grad_out), *_strides(lse), *_strides(dq), *sizes, RPB_GRAD=rpb_grad, BH=bh, BW=bw, KR=kr,
+        KC=kc, **common)
     _na2d_bwd_dkdv_kernel[grid](
         q, k, v, table, grad_out, lse, delta, dk, dv, *_strides(q), *_strides(k), *_strides(v),
-        *_strides(grad_out), *_lse_strides(lse), *_strides(dk), *sizes, BH=_BH, BW=_BW, QR=_KR, QC=_KC, **common)
+        *_strides(grad_out), *_strides(lse), *_strides(dk), *sizes, BH=bh, BW=bw, QR=kr, QC=kc, **common)
     drpb = None
     if rpb_grad:
         index = _bias_index(H, W, tuple(kernel), tuple(dil), q.device)

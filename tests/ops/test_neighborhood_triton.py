@@ -33,14 +33,24 @@ SCRIPT = textwrap.dedent('''
         rpb = torch.randn(heads, 2 * kernel[0] - 1, 2 * kernel[1] - 1) * 0.5 if case['rpb'] else None
         grad_out = torch.randn(B, H, W, heads, D)
         runs = {}
+        if 'tiles' in case:  # the kernels directly, with other tile shapes than the op's
+            from attnzoo.ops import _na_triton
+            q, k, v = qkv.unbind(3)
+            scale = D ** -0.5
+            out, lse = _na_triton.na2d_forward(q, k, v, rpb, kernel, dil, scale, tuple(case['tiles']))
+            runs['triton'] = [out] + list(_na_triton.na2d_backward(
+                grad_out, q, k, v, out, lse, rpb, kernel, dil, scale, True, tuple(case['tiles'])))
         for backend, cast in (('triton', dtype), ('reference', torch.float64)):
+            if backend in runs:
+                continue
             x = qkv.to(cast).requires_grad_()
             table = None if rpb is None else rpb.to(torch.float64 if cast == torch.float64 else torch.float32)
             table = None if table is None else table.requires_grad_(case['rpb_grad'])
             with ops.use_backend(backend):
                 out = ops.na2d(*x.unbind(3), kernel, dil, rpb=table)
             leaves = [x] + ([table] if case['rpb'] and case['rpb_grad'] else [])
-            runs[backend] = [out] + list(torch.autograd.grad(out, leaves, grad_out.to(out.dtype)))
+            grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype))
+            runs[backend] = [out] + ([*grads[0].unbind(3), *grads[1:]] if 'tiles' in case else list(grads))
         results.append([rel(a, b) for a, b in zip(runs['triton'], runs['reference'])])
     print(json.dumps(results))
 ''')
@@ -51,6 +61,8 @@ CASES = [
     dict(shape=(1, 14, 21, 2, 16), kernel=(7, 5), dilation=(2, 4), rpb=True, rpb_grad=False, dtype='float32'),
     dict(shape=(2, 7, 7, 2, 16), kernel=(7, 7), dilation=(1, 1), rpb=False, rpb_grad=False, dtype='float32'),
     dict(shape=(1, 17, 19, 2, 16), kernel=(5, 5), dilation=(1, 1), rpb=True, rpb_grad=True, dtype='float16'),
+    dict(shape=(1, 19, 23, 2, 16), kernel=(5, 7), dilation=(2, 1), rpb=True, rpb_grad=True, dtype='float32',
+         tiles=(4, 16, 4, 8)),
 ]
 
 
@@ -62,7 +74,7 @@ def test_kernels_match_reference_in_the_interpreter():
     assert proc.returncode == 0, proc.stderr[-3000:]
     for case, errors in zip(CASES, json.loads(proc.stdout.strip().splitlines()[-1])):
         tol = 1e-5 if case['dtype'] == 'float32' else 2e-3
-        assert len(errors) == 2 + (case['rpb'] and case['rpb_grad']), case
+        assert len(errors) == (5 if 'tiles' in case else 2 + (case['rpb'] and case['rpb_grad'])), case
         assert max(errors) < tol, (case, errors)
 
 
