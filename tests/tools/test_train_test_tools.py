@@ -136,19 +136,35 @@ def _free_port():
 
 def test_ddp_two_cpu_processes_gloo(folder, tmp_path):
     wd = tmp_path / 'wd'
-    out = run(['-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-               '--master_port', _free_port(), TRAIN, DEMO, '--launcher', 'pytorch', '--work-dir', wd,
-               '--data-root', folder,
-               '--cfg-options', 'train_cfg.max_epochs=1', 'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
-               'default_hooks.logger.interval=1'], cwd=tmp_path).stdout
+
+    def torchrun(*extra, epochs):
+        return run(['-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+                    '--master_port', _free_port(), TRAIN, DEMO, '--launcher', 'pytorch', '--work-dir', wd,
+                    '--data-root', folder, *extra, '--cfg-options', f'train_cfg.max_epochs={epochs}',
+                    'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2', 'default_hooks.logger.interval=1'],
+                   cwd=tmp_path).stdout
+
+    out = torchrun(epochs=1)
     assert 'Distributed training: True' in out
     assert "'backend': 'gloo'" in out
-    assert 'Epoch(train) [1][3/3]' in out  # 12 images / 2 ranks / batch 2 = 3 iterations per rank
+    assert out.count('Epoch(train) [1][3/3]') == 1  # 12 images / 2 ranks / batch 2 = 3 iterations; rank 0 logs
     top1, _, rest = final(out)
     assert 'epochs=1 iters=3' in rest
-    assert (wd / 'epoch_1.pth').is_file()
-    # the gathered val metric covers all 6 val images once: a multiple of 100/6
-    assert (top1 * 6 / 100) == pytest.approx(round(top1 * 6 / 100), abs=1e-3)
+    # only rank 0 writes: one run directory with one log, one set of checkpoints
+    assert len(list(wd.glob('*/*.log'))) == 1
+    assert sorted(p.name for p in wd.glob('*.pth')) == ['best_accuracy_top1_epoch_1.pth', 'epoch_1.pth']
+    # the gathered val metric covers all 6 val images once: a multiple of 100/6 ...
+    assert (top1 * 6 / 100) == pytest.approx(round(top1 * 6 / 100), abs=1e-3)  # top1 is printed to 0.01
+    # ... and equals a single-process evaluation of the same checkpoint
+    single = run([TEST, DEMO, wd / 'epoch_1.pth', '--work-dir', tmp_path / 'wd_test', '--data-root', folder,
+                  '--cfg-options', 'test_dataloader.batch_size=4'], cwd=tmp_path).stdout
+    assert final(single)[0] == pytest.approx(top1, abs=1e-6) and 'samples=6' in final(single)[2]
+    # --resume under DDP continues after the last checkpoint
+    resumed = torchrun('--resume', epochs=2)
+    assert 'resumed epoch: 1, iter: 3' in resumed
+    assert 'Epoch(train) [1]' not in resumed and 'Epoch(train) [2][1/3]' in resumed
+    assert 'epochs=2 iters=6' in final(resumed)[2] and (wd / 'epoch_2.pth').is_file()
+    assert len(list(wd.glob('*/*.log'))) == 2  # one per run, both from rank 0
 
 
 @pytest.mark.slow
