@@ -97,7 +97,7 @@ def _prepare(spec: dict):
         step()
 
     def timed() -> dict:
-        ms = median_ms(step, spec['steps'], 1, device)
+        ms = median_ms(step, spec['steps'], 1, device)  # one more warm-up step: --jobs may have paused the process
         peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda'
                 else max(0.0, _peak_rss_mb() - base_rss))
         return dict(ms_per_batch=round(ms, 3), img_per_s=round(batch * 1e3 / ms, 1), peak_mem_mb=round(peak, 1),
@@ -172,7 +172,7 @@ def _in_staged_subprocesses(specs: List[dict], jobs: int) -> List[dict]:
 
 
 def run(args) -> dict:
-    rows, specs = [], []
+    results, specs, owners = [], [], []  # owners[i]: the row that measurement specs[i] fills
     for name in args.model:
         row = {'model': name}
         base = dict(model=name, device=args.device, img_size=args.img_size, amp=args.amp, steps=args.steps,
@@ -185,15 +185,14 @@ def run(args) -> dict:
         for pass_ in (['inference', 'train'] if args.bench == 'both' else [args.bench]):
             batch = args.batch_size if pass_ == 'inference' else (args.train_batch_size or args.batch_size)
             specs.append(dict(base, **{'pass': pass_, 'batch_size': batch}))
-        rows.append(row)
+            owners.append(row)
+        results.append(row)
     if args.jobs > 1:
         measured = _in_staged_subprocesses(specs, args.jobs)
     else:
         measured = [_in_subprocess(_measure, spec) for spec in specs]
-    by_name = {row['model']: row for row in rows}
-    for spec, res in zip(specs, measured):
-        by_name[spec['model']].update({f"{spec['pass']}_{k}": v for k, v in res.items()})
-    results = rows
+    for spec, row, res in zip(specs, owners, measured):
+        row.update({f"{spec['pass']}_{k}": v for k, v in res.items()})
     for row in results:
         print(json.dumps(row), flush=True)
     machine = machine_name(args.device, args.threads)
@@ -298,6 +297,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.model and not args.render:
         p.error('--model is required (or --render REPORT)')
+    if args.jobs < 1:
+        p.error(f'--jobs must be >= 1, got {args.jobs}')
     args.macs_rows = _macs_rows(args.macs_from)
     if args.render:
         return args

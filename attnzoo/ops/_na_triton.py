@@ -25,7 +25,6 @@ import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
-HEAD_DIMS = (16, 32, 64, 128)
 
 # Tile shapes (BH, BW, KR, KC): 8x8 queries per program, 2 key rows x 16 key columns per step (a k=7 halo of
 # 14x14 keys takes 7 steps); dK/dV: 8x8 keys per program, 2 query rows x 16 columns per step. The benchmarks
