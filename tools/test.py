@@ -58,7 +58,10 @@ def main(argv=None):
     runner = Runner.from_cfg(cfg)
     if not from_runner:
         load_network_weights(runner, checkpoint, args.checkpoint)
-    return runner.test()
+    try:
+        return runner.test()
+    finally:
+        tasks.release_dataloader_workers(runner)
 
 
 def read_checkpoint(path: str):

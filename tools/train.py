@@ -84,7 +84,10 @@ def main(argv=None):
     tasks.allow_trusted_checkpoints()
 
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        tasks.release_dataloader_workers(runner)
 
 
 if __name__ == '__main__':

@@ -326,6 +326,24 @@ def test_setup_launcher_and_cpu_threads(monkeypatch):
         torch.set_num_threads(n)
 
 
+def test_release_dataloader_workers_stops_persistent_workers():
+    """tools/train.py and test.py stop the loops' persistent workers before exit (torch <= 2.11 joined each one
+    for 5 s at exit); loops not built (dicts) or without workers are left alone."""
+    from types import SimpleNamespace
+    from attnzoo.tasks import release_dataloader_workers
+    loader = torch.utils.data.DataLoader(torch.arange(8), batch_size=4, num_workers=2, persistent_workers=True)
+    assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    workers = loader._iterator._workers
+    assert all(w.is_alive() for w in workers)
+    plain = torch.utils.data.DataLoader(torch.arange(4), batch_size=2)
+    runner = SimpleNamespace(_train_loop=SimpleNamespace(dataloader=loader), _val_loop=dict(type='ValLoop'),
+                             _test_loop=SimpleNamespace(dataloader=plain))
+    release_dataloader_workers(runner)
+    assert not any(w.is_alive() for w in workers) and loader._iterator is None
+    assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # the loader still works (new workers)
+    release_dataloader_workers(runner)
+
+
 def test_trusted_checkpoint_loading_reads_mmengine_runner_checkpoints(tmp_path):
     from mmengine.logging import HistoryBuffer
     from mmengine.runner.checkpoint import CheckpointLoader

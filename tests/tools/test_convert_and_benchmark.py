@@ -135,11 +135,12 @@ def test_distributed_script_parses_logs_and_makes_class_textures():
         f'x - mmengine - INFO - Epoch(train)  [{e}][{i:2d}/10]  base_lr: 1e-3 lr: 1e-4  eta: 0:00:01  '
         f'time: {0.1 * e:.4f}  data_time: 0.0020  memory: 9041  grad_norm: 2.0  loss: {5 - e + i / 10:.4f}'
         for e in (1, 2, 3) for i in (5, 10))
-    loss, iter_time, data_time = dist._train_log(log, skip_epochs=1)
-    assert loss == {1: 4.75, 2: 3.75, 3: 2.75}
+    loss, iter_time, data_time = dist._train_log(log, skip_epochs=1, window=10)
+    assert loss == {10: 4.75, 20: 3.75, 30: 2.75}  # keyed by the window's last iteration
+    assert dist._train_log(log, skip_epochs=1, window=20)[0] == {20: 4.25, 40: 2.75}
     assert iter_time == pytest.approx(0.25) and data_time == pytest.approx(0.002)
     agreement = dist._loss_agreement({1: 4.0, 2: 2.0}, {1: 4.4, 2: 2.0, 3: 1.0})
-    assert agreement == dict(max_rel_diff=0.1, per_epoch={1: 0.1, 2: 0.0})
+    assert agreement == dict(max_rel_diff=0.1, mean_rel_diff=0.05, per_window={1: 0.1, 2: 0.0})
     a, b = dist._texture(0, 10, seed=1, size=32), dist._texture(5, 10, seed=1, size=32)
     assert a.shape == (32, 32, 3) and a.dtype == np.uint8
     assert np.array_equal(a, dist._texture(0, 10, seed=1, size=32)) and not np.array_equal(a, b)
