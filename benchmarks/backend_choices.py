@@ -4,7 +4,8 @@
     python benchmarks/backend_choices.py na        # RPB layouts in flex, the tiled torch path (also with a
                                                    # batch-expanded bias for SDPA's fused kernel), window SDPA
     python benchmarks/backend_choices.py triton_tiles  # tile shapes of the Triton NA kernels at the DiNAT-T shapes
-    python benchmarks/backend_choices.py profile   # torch.profiler tables of a dinat_tiny / biformer_small train step
+    python benchmarks/backend_choices.py profile   # profiler tables of a train step (Swin-T and 4 of ours)
+    python benchmarks/backend_choices.py factorized  # FaSA's few-key attention: SDPA kernels against matmul-softmax
 
 bf16, B=64, the biformer_small / DiNAT-Tiny stage shapes; fwd+bwd and forward medians of 20 (CUDA events), peak
 MiB of one fwd+bwd, relative errors. Writes ``$OUT/backend_choices_<part>.json`` (``$OUT`` or /tmp); results of the
@@ -227,6 +228,53 @@ def triton_tiles_part():
         results[f'triton_{H}_{h}_d{dil}'] = row
 
 
+# FaViT-B2's factorized attention at B=128: (stage, group, queries N, shared keys M, head_dim, heads)
+FAVIT_B2_ATTENTION = [(1, 'global', 3136, 49, 8, 1), (1, 'local', 3136, 49, 28, 1),
+                      (2, 'global', 784, 49, 16, 1), (2, 'local', 784, 49, 28, 2),
+                      (3, 'global', 196, 49, 32, 1), (3, 'local', 196, 49, 28, 4),
+                      (4, 'global', 49, 49, 64, 1), (4, 'local', 49, 49, 56, 8)]
+
+
+def factorized_part():
+    """fwd and fwd+bwd of every query against one small key set (FaSA): the SDPA kernels PyTorch may pick, and
+    the plain matmul-softmax-matmul (``reference`` backend), which keeps the [N, M] logits but batches well."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from attnzoo.ops import factorized as Fz
+    from attnzoo.ops import use_backend
+    B = 128
+    for stage, group, n, m, d, h in FAVIT_B2_ATTENTION:
+        q = torch.randn(B, h, n, d, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        k, v = (torch.randn(B, h, m, d, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+        ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+
+        def sdpa_with(backend):
+            def run(q, k, v):
+                with sdpa_kernel([backend]):
+                    return F.scaled_dot_product_attention(q, k, v)
+            return run
+
+        def op_with(backend):
+            def run(q, k, v):
+                with use_backend(backend):
+                    return Fz.factorized_attention(q, k, v)
+            return run
+        variants = {'sdpa_flash': sdpa_with(SDPBackend.FLASH_ATTENTION),
+                    'sdpa_efficient': sdpa_with(SDPBackend.EFFICIENT_ATTENTION),
+                    'sdpa_cudnn': sdpa_with(SDPBackend.CUDNN_ATTENTION),
+                    'op_torch': op_with('torch'), 'op_reference': op_with('reference')}
+        row = {}
+        for name, fn in variants.items():
+            try:
+                err = rel(fn(q, k, v), ref)
+                row[name] = dict(fwd_bwd_ms=round(bench(fwd_bwd(fn, q, k, v)), 3),
+                                 fwd_ms=round(bench(lambda: fn(q, k, v)), 3),
+                                 mib=round(peak(fwd_bwd(fn, q, k, v)), 1), rel_err=err)
+            except Exception as e:
+                row[name] = dict(error=f'{type(e).__name__}: {str(e)[:200]}')
+            print('factorized', stage, group, name, row[name], flush=True)
+        results[f'favit_b2_stage{stage}_{group}'] = dict(queries=n, keys=m, head_dim=d, heads=h, **row)
+
+
 def profile_train_step(name: str) -> str:
     """torch.profiler table (by CUDA time) of 3 bf16 train steps of ``name`` at batch 128, after 4 warm-up steps."""
     import timm
@@ -254,7 +302,8 @@ def profile_train_step(name: str) -> str:
 
 
 def profile_part():
-    for name in ['dinat_tiny', 'biformer_small', 'favit_b2']:
+    # Swin-T first: the peer's step is the yardstick for where ours spend the extra time
+    for name in ['swin_tiny_patch4_window7_224', 'dinat_tiny', 'biformer_small', 'favit_b2', 'l2vit_tiny']:
         table = profile_train_step(name)
         open(f'{OUT}/profile_{name}.txt', 'w').write(table)
         print(name, '\n'.join(table.splitlines()[:30]), sep='\n', flush=True)
@@ -262,7 +311,8 @@ def profile_part():
 
 
 def main():
-    parts = {'routing': routing_part, 'na': na_part, 'triton_tiles': triton_tiles_part, 'profile': profile_part}
+    parts = {'routing': routing_part, 'na': na_part, 'triton_tiles': triton_tiles_part, 'profile': profile_part,
+             'factorized': factorized_part}
     if len(sys.argv) != 2 or sys.argv[1] not in parts:
         raise SystemExit(f'usage: python benchmarks/backend_choices.py {{{"|".join(parts)}}}')
     if not torch.cuda.is_available():
