@@ -241,27 +241,27 @@ def factorized_part():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from attnzoo.ops import factorized as Fz
     from attnzoo.ops import use_backend
+
+    def sdpa_with(backend):
+        def run(q, k, v):
+            with sdpa_kernel([backend]):
+                return F.scaled_dot_product_attention(q, k, v)
+        return run
+
+    def op_with(backend):
+        def run(q, k, v):
+            with use_backend(backend):
+                return Fz.factorized_attention(q, k, v)
+        return run
+    variants = {'sdpa_flash': sdpa_with(SDPBackend.FLASH_ATTENTION),
+                'sdpa_efficient': sdpa_with(SDPBackend.EFFICIENT_ATTENTION),
+                'sdpa_cudnn': sdpa_with(SDPBackend.CUDNN_ATTENTION),
+                'op_torch': op_with('torch'), 'op_reference': op_with('reference')}
     B = 128
     for stage, group, n, m, d, h in FAVIT_B2_ATTENTION:
         q = torch.randn(B, h, n, d, device=dev, dtype=torch.bfloat16, requires_grad=True)
         k, v = (torch.randn(B, h, m, d, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
         ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
-
-        def sdpa_with(backend):
-            def run(q, k, v):
-                with sdpa_kernel([backend]):
-                    return F.scaled_dot_product_attention(q, k, v)
-            return run
-
-        def op_with(backend):
-            def run(q, k, v):
-                with use_backend(backend):
-                    return Fz.factorized_attention(q, k, v)
-            return run
-        variants = {'sdpa_flash': sdpa_with(SDPBackend.FLASH_ATTENTION),
-                    'sdpa_efficient': sdpa_with(SDPBackend.EFFICIENT_ATTENTION),
-                    'sdpa_cudnn': sdpa_with(SDPBackend.CUDNN_ATTENTION),
-                    'op_torch': op_with('torch'), 'op_reference': op_with('reference')}
         row = {}
         for name, fn in variants.items():
             try:

@@ -31,20 +31,22 @@ for _name, _value in (('NCCL_NVLS_ENABLE', '0'), ('TORCH_SYMM_MEM_DISABLE_MULTIC
     os.environ[_name] = _value  # NVLink multicast off (also for the NCCL communicator made below)
 
 
+def _event_ms(fn) -> float:
+    """GPU time of one call of ``fn`` in ms (CUDA events, synchronised)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end)
+
+
 def _allreduce_ms(numel: int, device: torch.device, repeats: int = 10) -> float:
-    """Median time of one all-reduce of a ``[numel]`` fp32 tensor across the group (events, after warm-up)."""
+    """Median time of one all-reduce of a ``[numel]`` fp32 tensor across the group (after 3 warm-up calls)."""
     flat = torch.ones(numel, device=device)
     for _ in range(3):
         dist.all_reduce(flat)
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        dist.all_reduce(flat)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return round(statistics.median(times), 3)
+    return round(statistics.median(_event_ms(lambda: dist.all_reduce(flat)) for _ in range(repeats)), 3)
 
 
 def main():
@@ -87,12 +89,7 @@ def main():
         step()
     times = []
     for _ in range(args.steps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize()
-        elapsed = torch.tensor(start.elapsed_time(end), device=device)
+        elapsed = torch.tensor(_event_ms(step), device=device)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
         times.append(elapsed.item())
     ms = statistics.median(times)

@@ -108,4 +108,3 @@ def release_dataloader_workers(runner) -> None:
         if iterator is not None and hasattr(iterator, '_shutdown_workers'):
             iterator._shutdown_workers()
             loader._iterator = None
-
