@@ -6,6 +6,7 @@
     python benchmarks/backend_choices.py triton_tiles  # tile shapes of the Triton NA kernels at the DiNAT-T shapes
     python benchmarks/backend_choices.py profile   # profiler tables of a train step (Swin-T and 4 of ours)
     python benchmarks/backend_choices.py factorized  # FaSA's few-key attention: SDPA kernels against matmul-softmax
+    python benchmarks/backend_choices.py overhead  # host (CPU) cost per NA call and per batch-8 train step
 
 bf16, B=64, the biformer_small / DiNAT-Tiny stage shapes; fwd+bwd and forward medians of 20 (CUDA events), peak
 MiB of one fwd+bwd, relative errors. Writes ``$OUT/backend_choices_<part>.json`` (``$OUT`` or /tmp); results of the
@@ -16,11 +17,15 @@ import json
 import math
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -310,9 +315,139 @@ def profile_part():
         torch.cuda.empty_cache()
 
 
+def host_ms(fn, iters=100, warm=10):
+    """Host wall-clock ms per call of ``fn`` (synchronised once at the end): at sizes too small to keep the GPU
+    busy this is the CPU cost of the Python code, the dispatcher and the kernel launches."""
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / iters * 1e3
+
+
+# Two no-op Triton kernels, with 6 pointers + 28 ints (the NA forward kernel's runtime arguments) and with
+# 6 pointers + 2 ints: what Triton's launcher costs per argument.
+@triton.jit
+def _noop_34_args(P0, P1, P2, P3, P4, P5, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
+                  a16, a17, a18, a19, a20, a21, a22, a23, a24, a25, a26, a27, N: tl.constexpr):
+    pass
+
+
+@triton.jit
+def _noop_8_args(P0, P1, P2, P3, P4, P5, a0, a1, N: tl.constexpr):
+    pass
+
+
+def python_profile(fn, calls: int, path: str) -> None:
+    """cProfile of ``calls`` calls of ``fn`` (top 30 functions by own time) written to ``path``."""
+    import cProfile
+    import io
+    import pstats
+    fn()
+    torch.cuda.synchronize()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats('tottime').print_stats(30)
+    open(path, 'w').write(text.getvalue())
+
+
+def host_bound_step(name: str, python_profile_path: Optional[str] = None) -> dict:
+    """Host ms of one bf16 train step (AdamW) and of one inference pass of ``name`` at batch 8; with
+    ``python_profile_path``, also a cProfile of 5 train steps."""
+    import timm
+    model = timm.create_model(name).cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters())
+    x = torch.randn(8, 3, 224, 224, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (8,), device=dev)
+
+    def step():
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def infer():
+        with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
+            model(x)
+    row = dict(train_step_b8_ms=round(host_ms(step, iters=20, warm=3), 2),
+               inference_b8_ms=round(host_ms(infer, iters=20, warm=3), 2))
+    if python_profile_path:
+        python_profile(step, 5, python_profile_path)
+    return row
+
+
+def overhead_part():
+    """Host cost per call of the NA launch paths (one tiny map, so the GPU idles) and per train step of the
+    models at batch 8 (host-bound), next to one aten op and SDPA fwd+bwd."""
+    from attnzoo.ops import _na_triton as T
+    results['host_cpu'] = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo')
+                                if line.startswith('model name')), 'unknown')
+    rows = {}
+
+    def measure(label, fn):
+        try:
+            rows[label] = round(host_ms(fn), 4)
+        except Exception as e:
+            rows[label] = f'{type(e).__name__}: {str(e)[:200]}'
+    x = torch.randn(16, device=dev)
+    measure('aten_add', lambda: x + x)
+    q, k, v = (torch.randn(1, 14, 14, 2, 32, device=dev, dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    rpb = torch.zeros(2, 13, 13, device=dev, requires_grad=True)
+    qd, kd, vd, rd = (t.detach() for t in (q, k, v, rpb))
+    grad = torch.ones_like(q)
+    measure('triton_na_forward_launcher', lambda: T.na2d_forward(qd, kd, vd, rd, (7, 7), (1, 1), 0.2))
+    out, lse = T.na2d_forward(qd, kd, vd, rd, (7, 7), (1, 1), 0.2)
+    measure('triton_na_backward_launcher',
+            lambda: T.na2d_backward(grad, qd, kd, vd, out, lse, rd, (7, 7), (1, 1), 0.2, True))
+    with torch.no_grad():
+        measure('custom_op_forward_nograd', lambda: N._na2d_fused(qd, kd, vd, rd, 7, 7, 1, 1, 0.2))
+    measure('na2d_fwd_bwd', lambda: N.na2d(q, k, v, 7, rpb=rpb).backward(grad))
+
+    class Fused(torch.autograd.Function):  # the same launchers without the custom op's dispatch
+        @staticmethod
+        def forward(ctx, q, k, v, rpb):
+            out, lse = T.na2d_forward(q, k, v, rpb, (7, 7), (1, 1), 0.2)
+            ctx.save_for_backward(q, k, v, rpb, out, lse)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            q, k, v, rpb, out, lse = ctx.saved_tensors
+            return T.na2d_backward(grad_out, q, k, v, out, lse, rpb, (7, 7), (1, 1), 0.2, True)
+    measure('autograd_function_fwd_bwd', lambda: Fused.apply(q, k, v, rpb).backward(grad))
+    qs, ks, vs = (t.detach().reshape(1, 196, 2, 32).transpose(1, 2).requires_grad_() for t in (q, k, v))
+    gs = torch.ones_like(qs)
+    measure('sdpa_fwd_bwd', lambda: F.scaled_dot_product_attention(qs, ks, vs).backward(gs))
+    ptrs = [qd] * 6
+    measure('triton_noop_34_args', lambda: _noop_34_args[(1,)](*ptrs, *range(3, 31), N=1))
+    measure('triton_noop_8_args', lambda: _noop_8_args[(1,)](*ptrs, 3, 4, N=1))
+    compiled = _noop_8_args[(1,)](*ptrs, 3, 4, N=1)
+    measure('triton_noop_8_args_compiled_runner', lambda: compiled[(1, 1, 1)](*ptrs, 3, 4, 1))
+    python_profile(lambda: N.na2d(q, k, v, 7, rpb=rpb).backward(grad), 200, f'{OUT}/cprofile_na2d_fwd_bwd.txt')
+    results['per_call_ms'] = rows
+    print('per call ms', rows, flush=True)
+
+    steps = {}
+    for name in ['swin_tiny_patch4_window7_224', 'dinat_tiny', 'biformer_small', 'favit_b2', 'l2vit_tiny']:
+        steps[name] = host_bound_step(name, f'{OUT}/cprofile_step_{name}.txt')
+        print(name, steps[name], flush=True)
+        torch.cuda.empty_cache()
+    results['host_bound_steps'] = steps
+
+
 def main():
     parts = {'routing': routing_part, 'na': na_part, 'triton_tiles': triton_tiles_part, 'profile': profile_part,
-             'factorized': factorized_part}
+             'factorized': factorized_part, 'overhead': overhead_part}
     if len(sys.argv) != 2 or sys.argv[1] not in parts:
         raise SystemExit(f'usage: python benchmarks/backend_choices.py {{{"|".join(parts)}}}')
     if not torch.cuda.is_available():

@@ -136,23 +136,27 @@ def _na2d_fwd_kernel(Q, K, V, RPB, O, LSE,
 
 
 @triton.jit
-def _na2d_bwd_dq_kernel(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS,
+def _na2d_bwd_dq_kernel(Q, K, V, RPB, O, DO, LSE, DELTA, DQ, DS,
                         sq_b, sq_y, sq_x, sq_h, sk_b, sk_y, sk_x, sk_h, sv_b, sv_y, sv_x, sv_h,
-                        sd_b, sd_y, sd_x, sd_h, sl_b, sl_y, sl_x, sl_h, sg_b, sg_y, sg_x, sg_h,
+                        so_b, so_y, so_x, so_h, sd_b, sd_y, sd_x, sd_h, sl_b, sl_y, sl_x, sl_h,
+                        sg_b, sg_y, sg_x, sg_h,
                         heads, H, W, dil_h, dil_w, tiles_h, tiles_w, qk_scale, scale,
                         KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, HAS_RPB: tl.constexpr,
                         RPB_GRAD: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, KR: tl.constexpr,
                         KC: tl.constexpr, PRECISION: tl.constexpr):
-    """dQ (strides ``sg_*``) per query tile; with ``RPB_GRAD`` also dLogits per (query, window slot) into
+    """dQ (strides ``sg_*``) per query tile, and ``DELTA = rowsum(O * dO)`` (fp32, strides of ``LSE``) for the
+    dK/dV kernel that runs next; with ``RPB_GRAD`` also dLogits per (query, window slot) into
     ``DS`` ``[B, heads, H, W, KH*KW]`` (fp32, contiguous)."""
     b, h, gy, gx, LH, LW, qi, qj, q_valid = _program_tile(heads, H, W, dil_h, dil_w, tiles_h, tiles_w, BH, BW)
     sr, sc = _start(qi, LH, KH), _start(qj, LW, KW)
     y, x = gy + dil_h * qi, gx + dil_w * qj
     q = tl.load(_rows(Q, b, h, sq_b, sq_h, y, x, sq_y, sq_x, D), mask=q_valid[:, None], other=0.)
     do = tl.load(_rows(DO, b, h, sd_b, sd_h, y, x, sd_y, sd_x, D), mask=q_valid[:, None], other=0.)
+    o = tl.load(_rows(O, b, h, so_b, so_h, y, x, so_y, so_x, D), mask=q_valid[:, None], other=0.)
     l_off = b * sl_b + h * sl_h + y * sl_y + x * sl_x
     lse = tl.load(LSE + l_off, mask=q_valid, other=0.)
-    delta = tl.load(DELTA + l_off, mask=q_valid, other=0.)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + l_off, delta, mask=q_valid)
     rpb_ptr = RPB + h * (2 * KH - 1) * (2 * KW - 1)
     ds_row = (((b * heads + h) * H + y) * W + x) * (KH * KW)
     r_lo, r_hi = tl.min(sr, 0), tl.max(sr, 0) + KH
@@ -249,9 +253,12 @@ def _contiguous_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _rpb_arg(rpb: Optional[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
-    """The fp32 table the kernels read (a 1-element dummy when there is no bias)."""
-    return q.new_zeros(1, dtype=torch.float32) if rpb is None else rpb.detach().float().contiguous()
+def _rpb_arg(rpb: Optional[torch.Tensor], dummy: torch.Tensor) -> torch.Tensor:
+    """The fp32 table the kernels read; without a bias, ``dummy`` (an fp32 tensor the kernels never read: no
+    allocation per call)."""
+    if rpb is None:
+        return dummy
+    return rpb if rpb.dtype == torch.float32 and rpb.is_contiguous() else rpb.detach().float().contiguous()
 
 
 def na2d_forward(q, k, v, rpb, kernel, dil, scale, tiles=TILES) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -264,7 +271,7 @@ def na2d_forward(q, k, v, rpb, kernel, dil, scale, tiles=TILES) -> Tuple[torch.T
     lse = torch.empty((B, H, W, heads), dtype=torch.float32, device=q.device)
     grid, tiles_h, tiles_w = _grid(q, dil, bh, bw)
     _na2d_fwd_kernel[grid](
-        q, k, v, _rpb_arg(rpb, q), out, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+        q, k, v, _rpb_arg(rpb, lse), out, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
         *_strides(lse), heads, H, W, dil[0], dil[1], tiles_h, tiles_w, scale * LOG2E,
         KH=kernel[0], KW=kernel[1], D=D, HAS_RPB=rpb is not None, BH=bh, BW=bw, KR=kr, KC=kc,
         PRECISION=_precision(q), num_warps=4, num_stages=2)
@@ -292,20 +299,20 @@ def na2d_backward(grad_out, q, k, v, out, lse, rpb, kernel, dil, scale, rpb_grad
     bh, bw, kr, kc = tiles
     q, k, v, grad_out = (_contiguous_last(t) for t in (q, k, v, grad_out))
     B, H, W, heads, D = q.shape
-    delta = (out.float() * grad_out.float()).sum(-1)  # [B, H, W, heads]
+    delta = torch.empty_like(lse)  # [B, H, W, heads], written by the dQ kernel, read by the dK/dV kernel
     dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))  # contiguous
     ds = (torch.empty((B, heads, H, W, kernel[0] * kernel[1]), dtype=torch.float32, device=q.device)
           if rpb_grad else lse)
-    table = _rpb_arg(rpb, q)
+    table = _rpb_arg(rpb, lse)
     precision = _precision(q)
     common = dict(KH=kernel[0], KW=kernel[1], D=D, HAS_RPB=rpb is not None, PRECISION=precision,
                   num_warps=4, num_stages=2)
     grid, tiles_h, tiles_w = _grid(q, dil, bh, bw)
     sizes = (heads, H, W, dil[0], dil[1], tiles_h, tiles_w, scale * LOG2E, scale)
     _na2d_bwd_dq_kernel[grid](
-        q, k, v, table, grad_out, lse, delta, dq, ds, *_strides(q), *_strides(k), *_strides(v),
-        *_strides(grad_out), *_strides(lse), *_strides(dq), *sizes, RPB_GRAD=rpb_grad, BH=bh, BW=bw, KR=kr,
-        KC=kc, **common)
+        q, k, v, table, out, grad_out, lse, delta, dq, ds, *_strides(q), *_strides(k), *_strides(v),
+        *_strides(out), *_strides(grad_out), *_strides(lse), *_strides(dq), *sizes, RPB_GRAD=rpb_grad, BH=bh,
+        BW=bw, KR=kr, KC=kc, **common)
     _na2d_bwd_dkdv_kernel[grid](
         q, k, v, table, grad_out, lse, delta, dk, dv, *_strides(q), *_strides(k), *_strides(v),
         *_strides(grad_out), *_strides(lse), *_strides(dk), *sizes, BH=bh, BW=bw, QR=kr, QC=kc, **common)

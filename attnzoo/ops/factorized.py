@@ -194,30 +194,36 @@ class FactorizedSelfAttention(nn.Module):
                 f'97x97 px)')
         N, heads, w = H * W, self.num_heads, self.window_size
         drop = self.attn_drop if self.training else 0.0
-        cg = self.group_dims[0]
-        q = self.q(x).reshape(B, N, C)
+        cg, cl = self.group_dims[0], C - self.group_dims[0]
+        x_g, x_l = x.split([cg, cl], dim=-1)
+        q_g, q_l = self.q(x).reshape(B, N, C).split([cg, cl], dim=-1)
 
         # global group: one head, spatial-reduction attention
-        x_g = self.sr(x[..., :cg].permute(0, 3, 1, 2))  # [B, Cg, H/r, W/r] (floored)
+        x_g = self.sr(x_g.permute(0, 3, 1, 2))  # [B, Cg, H/r, W/r] (floored)
         hg, wg = x_g.shape[-2:]
         k_g, v_g = self.kv_g(self.norm(x_g.flatten(2).transpose(1, 2))).chunk(2, dim=-1)  # [B, Ng, Cg] each
         v_g = v_g + self.local_conv_g(v_g.transpose(1, 2).reshape(B, cg, hg, wg)).flatten(2).transpose(1, 2)
-        outs = [factorized_attention(q[:, None, :, :cg], k_g[:, None], v_g[:, None],
-                                     scale=cg ** -0.5, dropout_p=drop)[:, 0]]
+        out_g = factorized_attention(q_g[:, None], k_g[:, None], v_g[:, None], scale=cg ** -0.5,
+                                     dropout_p=drop)[:, 0]  # [B, N, Cg]
 
-        # local groups: q split inside each head, K/V from contiguous channel blocks of kv_l
-        q_l = q[..., cg:].reshape(B, N, heads, -1).transpose(1, 2)  # [B, h, N, C_l/h]
-        kv_l = self.kv_l(x[..., cg:].permute(0, 3, 1, 2))  # [B, C_l, H, W]
-        q_off = c_off = 0
-        for i, (c, dil) in enumerate(zip(self.group_dims[1:], self.dilations)):
-            cph = c // heads
-            tokens = factorize_windows(kv_l[:, c_off:c_off + c], heads, w, dil)  # [B, h, w*w, cph]
-            k_, v_ = self.single_heads[i](self.fcs[i](tokens)).chunk(2, dim=-1)
-            v_ = v_ + self.local_convs[i](v_.transpose(2, 3).reshape(B, c, w, w)).view(B, heads, cph, w * w).transpose(2, 3)
-            out = factorized_attention(q_l[..., q_off:q_off + cph], k_, v_, scale=cph ** -0.5, dropout_p=drop)
-            outs.append(out.transpose(1, 2).reshape(B, N, c))
-            q_off, c_off = q_off + cph, c_off + c
-        x = self.proj(torch.cat(outs, dim=-1))
+        # local groups (equal widths): K/V from contiguous channel blocks of kv_l; q is split inside each head,
+        # so the groups run as one attention call over heads ordered (head, group)
+        groups = len(self.dilations)
+        cph = self.group_dims[1] // heads
+        keys, values = [], []
+        for i, (kv_i, dil) in enumerate(zip(self.kv_l(x_l.permute(0, 3, 1, 2)).split(self.group_dims[1:], dim=1),
+                                            self.dilations)):
+            tokens = factorize_windows(kv_i, heads, w, dil)  # [B, h, w*w, cph]
+            k_i, v_i = self.single_heads[i](self.fcs[i](tokens)).chunk(2, dim=-1)
+            v_i = v_i + self.local_convs[i](v_i.transpose(2, 3).reshape(B, -1, w, w)).view(
+                B, heads, cph, w * w).transpose(2, 3)
+            keys.append(k_i)
+            values.append(v_i)
+        k_l, v_l = (torch.stack(t, dim=2).reshape(B, heads * groups, w * w, cph) for t in (keys, values))
+        out_l = factorized_attention(q_l.reshape(B, N, heads * groups, cph).transpose(1, 2), k_l, v_l,
+                                     scale=cph ** -0.5, dropout_p=drop)  # [B, h*groups, N, cph]
+        out_l = out_l.view(B, heads, groups, N, cph).permute(0, 3, 2, 1, 4).reshape(B, N, cl)  # [g1 | g2]
+        x = self.proj(torch.cat([out_g, out_l], dim=-1))
         return self.proj_drop(x).view(B, H, W, C)
 
     def extra_repr(self) -> str:
