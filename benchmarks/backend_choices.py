@@ -280,14 +280,15 @@ def factorized_part():
         results[f'favit_b2_stage{stage}_{group}'] = dict(queries=n, keys=m, head_dim=d, heads=h, **row)
 
 
-def profile_train_step(name: str) -> str:
-    """torch.profiler table (by CUDA time) of 3 bf16 train steps of ``name`` at batch 128, after 4 warm-up steps."""
+def train_step_and_inference(name: str, batch: int):
+    """``(step, infer)`` closures over timm model ``name`` on CUDA (channels_last) and one random batch of 224²
+    images: a bf16-autocast train step with AdamW, and a bf16 pass without gradients (the model stays in the
+    train mode timm creates it in)."""
     import timm
-    from torch.profiler import profile, ProfilerActivity
-    model = timm.create_model(name).cuda().to(memory_format=torch.channels_last).train()
-    x = torch.randn(128, 3, 224, 224, device=dev).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (128,), device=dev)
+    model = timm.create_model(name).cuda().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters())
+    x = torch.randn(batch, 3, 224, 224, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device=dev)
 
     def step():
         with torch.autocast('cuda', dtype=torch.bfloat16):
@@ -296,6 +297,16 @@ def profile_train_step(name: str) -> str:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def infer():
+        with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
+            model(x)
+    return step, infer
+
+
+def profile_train_step(name: str) -> str:
+    """torch.profiler table (by CUDA time) of 3 bf16 train steps of ``name`` at batch 128, after 4 warm-up steps."""
+    from torch.profiler import profile, ProfilerActivity
+    step, _ = train_step_and_inference(name, 128)
     for _ in range(4):
         step()
     torch.cuda.synchronize()
@@ -362,22 +373,7 @@ def python_profile(fn, calls: int, path: str) -> None:
 def host_bound_step(name: str, python_profile_path: Optional[str] = None) -> dict:
     """Host ms of one bf16 train step (AdamW) and of one inference pass of ``name`` at batch 8; with
     ``python_profile_path``, also a cProfile of 5 train steps."""
-    import timm
-    model = timm.create_model(name).cuda().to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters())
-    x = torch.randn(8, 3, 224, 224, device=dev).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (8,), device=dev)
-
-    def step():
-        with torch.autocast('cuda', dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    def infer():
-        with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
-            model(x)
+    step, infer = train_step_and_inference(name, 8)
     row = dict(train_step_b8_ms=round(host_ms(step, iters=20, warm=3), 2),
                inference_b8_ms=round(host_ms(infer, iters=20, warm=3), 2))
     if python_profile_path:
