@@ -134,6 +134,33 @@ def _ravel(parts: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# Caches of constant index tensors, never filled with traced or captured tensors
+# ---------------------------------------------------------------------------------------------
+
+def _tensors_are_traced(device: torch.device) -> bool:
+    """Whether tensors made now are not real data that later calls may reuse: under torch.compile or
+    torch.export (fake tensors), under another fake-tensor tracer (make_fx), or on a CUDA stream that is
+    capturing a graph (whose kernels run only when the graph is replayed)."""
+    return (torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None
+            or (device.type == 'cuda' and torch.cuda.is_current_stream_capturing()))
+
+
+def _untraced_cache(maxsize: int):
+    """``functools.lru_cache`` for a builder of constant tensors whose last argument is their device, bypassed
+    (the tensors built in the traced graph or the captured graph instead) when :func:`_tensors_are_traced`: an
+    entry made while exporting would hand fake tensors to every later call."""
+    def wrap(build: Callable) -> Callable:
+        cached = functools.lru_cache(maxsize=maxsize)(build)
+
+        @functools.wraps(build)
+        def get(*args):
+            return build(*args) if _tensors_are_traced(args[-1]) else cached(*args)
+        get.cache_clear, get.cache_info = cached.cache_clear, cached.cache_info
+        return get
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------------
 # Reference backend: dense attention with the neighborhood as a mask (O(N^2) memory)
 # ---------------------------------------------------------------------------------------------
 
@@ -182,7 +209,7 @@ def _unfold(x: torch.Tensor, axis: int, count: int) -> torch.Tensor:
     return x.unflatten(0, (-1, count)).movedim(1, axis).flatten(axis, axis + 1)
 
 
-@functools.lru_cache(maxsize=256)
+@_untraced_cache(maxsize=256)
 def _group_order(length: int, d: int, device: torch.device):
     """Token order that makes each dilation group contiguous, its inverse, and the chunks
     ``(count, group_length)`` of equal-length groups in that order."""
@@ -303,7 +330,7 @@ class _TilePlan(NamedTuple):
     halo_tokens: int
 
 
-@functools.lru_cache(maxsize=256)
+@_untraced_cache(maxsize=256)
 def _tile_plan(spatial: tuple, kernel: tuple, causal: tuple, device: torch.device) -> _TilePlan:
     geo = [_axis_tiles(length, ks, c, device) for length, ks, c in zip(spatial, kernel, causal)]
     q_pos, k_pos, masks, rels = zip(*geo)
@@ -392,7 +419,7 @@ def _flex_mask_mod(spatial: tuple, kernel: tuple, causal: tuple):
     return mask_mod
 
 
-@functools.lru_cache(maxsize=64)
+@_untraced_cache(maxsize=64)
 def _flex_block_mask(spatial: tuple, kernel: tuple, causal: tuple, device: torch.device):
     from torch.nn.attention.flex_attention import create_block_mask
     tokens = math.prod(spatial)
