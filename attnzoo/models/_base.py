@@ -12,6 +12,8 @@ from timm.layers import ClassifierHead, get_device_dtype, register_notrace_funct
 from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 
+from ._pretrained import resolve_pretrained
+
 __all__ = [
     'build_staged_model',
     'PooledClassifier', 'StagedClassifier', 'check_image_batch', 'unwrap_state_dict', 'rename_key',
@@ -252,6 +254,7 @@ def build_staged_model(model_cls: type, variant: str, pretrained: bool, filter_f
     maps from ``forward_intermediates``, trailing stages pruned) over every stage of ``depths`` (default
     ``default_depths``)."""
     out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', default_depths)))))
+    resolve_pretrained(variant, pretrained, kwargs)  # the file through attnzoo's checkpoint loader
     return build_model_with_cfg(
         model_cls, variant, pretrained,
         pretrained_filter_fn=filter_fn,

@@ -37,6 +37,7 @@ from attnzoo.ops import NeighborhoodAttention2D
 
 from ._base import (
     PooledClassifier, StagedClassifier, build_staged_model, check_image_batch, remap_state_dict, unwrap_state_dict)
+from ._pretrained import resolve_pretrained
 
 __all__ = ['NAT', 'NATIsotropic', 'checkpoint_filter_fn']
 
@@ -675,6 +676,7 @@ def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
 
 def _create_nat_isotropic(variant: str, pretrained: bool = False, **kwargs) -> NATIsotropic:
     out_indices = kwargs.pop('out_indices', 3)
+    resolve_pretrained(variant, pretrained, kwargs)  # the file through attnzoo's checkpoint loader
     return build_model_with_cfg(
         NATIsotropic, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,

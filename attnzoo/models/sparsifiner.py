@@ -50,6 +50,7 @@ from attnzoo.ops.sparse import keep_budget, topk_attention
 from attnzoo.ops._dispatch import add_attention_macs
 
 from ._base import unmapped_keys_error, unwrap_state_dict
+from ._pretrained import resolve_pretrained
 
 __all__ = ['Sparsifiner', 'SparsifinerLVViT', 'MaskPredictor', 'SparsifinerAttention', 'LVViTPatchEmbed',
            'LVViTBlock', 'checkpoint_filter_fn', 'predictor_macs']
@@ -473,6 +474,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict
 def _create_sparsifiner(variant: str, pretrained: bool = False, model_cls: type = Sparsifiner,
                         **kwargs) -> Sparsifiner:
     out_indices = kwargs.pop('out_indices', 3)
+    resolve_pretrained(variant, pretrained, kwargs)  # the file through attnzoo's checkpoint loader
     return build_model_with_cfg(
         model_cls, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
