@@ -9,7 +9,8 @@ Backends:
     torch      pure PyTorch, memory O(N*k^2), autograd everywhere: the CPU default.
     flex       ``torch.nn.attention.flex_attention`` with block masks, compiled: CUDA only.
     natten     NATTEN's fused kernels, when its compiled library is present (no RPB).
-    triton     attnzoo's fused Triton kernels (2-D neighborhood attention with dilation and RPB): CUDA.
+    triton     attnzoo's fused Triton kernels (2-D neighborhood attention with dilation and RPB; bi-level
+               routing attention): CUDA.
 """
 import contextlib
 from typing import Iterator, Optional

@@ -26,6 +26,11 @@ Backends (``attnzoo.ops.use_backend``):
                path ignores block sparsity, so a block mask alone would silently run dense). Never copies
                K/V: 12-15x less memory than the official gather at the biformer_small shapes on an H200,
                but 2-3.5x slower than ``torch`` there, so ``auto`` does not pick it (benchmarks/README.md).
+    triton     CUDA: attnzoo's fused kernels (``_routing_triton.py``): each query region walks its routed key
+               regions straight from the routing index with an online softmax, q/k/v read through their
+               strides; dK/dV over the reverse routing. Never copies K/V, never builds a mask. ``topk == R``
+               runs as one SDPA call, as in ``torch``. ``auto`` on CUDA tries the backends of
+               ``_AUTO_CUDA_ORDER`` in order.
 
 Tensor layout: ``[B, H, W, heads, head_dim]`` (heads-last, as ``attnzoo.ops.na2d``).
 """
@@ -35,8 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_flex_device, check_int_range, check_qkv
-from ._dispatch import add_attention_macs, get_backend
-from .neighborhood import _compiled_flex_attention
+from ._dispatch import add_attention_macs, flex_available, get_backend
+from .neighborhood import _compiled_flex_attention, _triton_interpreted, triton_available
 
 __all__ = ['routing_attention', 'region_routing']
 
@@ -47,6 +52,13 @@ FLEX_BLOCK_SIZE = 128
 # torch backend: run dense masked SDPA instead of the gather when the routed keys are at least this fraction of
 # the map (<= 4x the gathered FLOPs, e.g. BiFormer stage 3 at 224: 16 of 49 regions).
 _DENSE_FRACTION = 0.25
+# Backends ``auto`` tries on CUDA tensors, in order: the first that supports the call runs it ('torch' supports
+# every call). 'torch' alone is the measured choice on the H200 (benchmarks/README.md); 'triton' goes first once
+# ``benchmarks/routing_triton_device.py`` measures it faster.
+_AUTO_CUDA_ORDER = ('torch',)
+# The fused kernels: head dims up to this (padded to a power of two inside), these dtypes.
+_TRITON_MAX_HEAD_DIM = 128
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,18 +269,118 @@ def _routing_flex(q, k, v, idx, sh, sw, scale, compiled: bool = True):
 
 
 # ---------------------------------------------------------------------------------------------
+# triton backend: attnzoo's fused kernels (``_routing_triton.py``); a torch.library custom op under torch.compile
+# ---------------------------------------------------------------------------------------------
+
+def _triton_unsupported(q: torch.Tensor, v: torch.Tensor) -> Optional[str]:
+    """Why the fused Triton kernels cannot run these inputs, or None when they can."""
+    if max(q.shape[-1], v.shape[-1]) > _TRITON_MAX_HEAD_DIM:
+        return f'head_dim {q.shape[-1]} (v: {v.shape[-1]}); they take head dims up to {_TRITON_MAX_HEAD_DIM}'
+    if q.dtype not in _TRITON_DTYPES:
+        return f'dtype {q.dtype} (one of {_TRITON_DTYPES} is needed)'
+    if not (q.is_cuda or _triton_interpreted()):
+        return f'tensors on {q.device} (the kernels need CUDA)'
+    return None
+
+
+@torch.library.custom_op('attnzoo::routing_fused', mutates_args=())
+def _routing_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor, sh: int, sw: int,
+                   scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Fused routing attention: q, k ``[B, H, W, heads, Dk]``, v ``[B, H, W, heads, Dv]``, routing ``[B, R, topk]``
+    -> (out ``[B, H, W, heads, Dv]``, log2-sum-exp ``[B, H, W, heads]`` fp32)."""
+    from . import _routing_triton  # imports Triton: only when the kernels run (never while torch.compile traces)
+    return _routing_triton.routing_forward(q, k, v, idx, sh, sw, scale)
+
+
+@_routing_fused.register_fake
+def _routing_fused_fake(q, k, v, idx, sh, sw, scale):
+    return torch.empty(v.shape, dtype=v.dtype, device=v.device), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op('attnzoo::routing_fused_backward', mutates_args=())
+def _routing_fused_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            out: torch.Tensor, lse: torch.Tensor, idx: torch.Tensor, sh: int, sw: int,
+                            scale: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv)`` of :func:`_routing_fused`."""
+    from . import _routing_triton
+    return _routing_triton.routing_backward(grad_out, q, k, v, out, lse, idx, sh, sw, scale)
+
+
+@_routing_fused_backward.register_fake
+def _routing_fused_backward_fake(grad_out, q, k, v, out, lse, idx, sh, sw, scale):
+    return tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+
+
+def _routing_fused_setup(ctx, inputs, output):
+    q, k, v, idx, sh, sw, scale = inputs
+    ctx.save_for_backward(q, k, v, idx, *output)
+    ctx.params = (sh, sw, scale)
+
+
+def _routing_fused_bwd(ctx, grad_out, grad_lse):
+    q, k, v, idx, out, lse = ctx.saved_tensors
+    dq, dk, dv = _routing_fused_backward(grad_out, q, k, v, out, lse, idx, *ctx.params)
+    return dq, dk, dv, None, None, None, None
+
+
+_routing_fused.register_autograd(_routing_fused_bwd, setup_context=_routing_fused_setup)
+
+
+class _RoutingFusedFunction(torch.autograd.Function):
+    """Eager autograd of the same kernels as the custom op above, without the custom op's dispatch (host time,
+    as for ``neighborhood._NA2dFusedFunction``). ``torch.compile`` traces the custom op instead."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, idx, sh, sw, scale):
+        from . import _routing_triton
+        out, lse = _routing_triton.routing_forward(q, k, v, idx, sh, sw, scale)
+        ctx.save_for_backward(q, k, v, idx, out, lse)
+        ctx.params = (sh, sw, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from . import _routing_triton
+        q, k, v, idx, out, lse = ctx.saved_tensors
+        dq, dk, dv = _routing_triton.routing_backward(grad_out, q, k, v, out, lse, idx, *ctx.params)
+        return dq, dk, dv, None, None, None, None
+
+
+def _routing_kernels(q, k, v, idx, sh, sw, scale):
+    if torch.compiler.is_compiling():
+        out, _ = _routing_fused(q, k, v, idx, sh, sw, float(scale))
+        return out
+    return _RoutingFusedFunction.apply(q, k, v, idx, sh, sw, float(scale))
+
+
+# ---------------------------------------------------------------------------------------------
 # Public functional API
 # ---------------------------------------------------------------------------------------------
 
-def _select_backend(q: torch.Tensor, op: str) -> str:
+def _auto_supports(backend: str, q: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether ``backend`` (an entry of ``_AUTO_CUDA_ORDER``) can run these CUDA inputs."""
+    if backend == 'triton':
+        return triton_available() and _triton_unsupported(q, v) is None
+    if backend == 'flex':
+        return flex_available()
+    return True
+
+
+def _select_backend(q: torch.Tensor, v: torch.Tensor, op: str) -> str:
     requested = get_backend()
-    if requested == 'auto':  # measured fastest on CPU and on the H200 (benchmarks/README.md)
-        return 'torch'
+    if requested == 'auto':  # the CPU: 'torch', measured fastest (benchmarks/README.md)
+        return next(b for b in _AUTO_CUDA_ORDER if _auto_supports(b, q, v)) if q.is_cuda else 'torch'
     if requested == 'flex':
         check_flex_device(op, q)
-    if requested in ('natten', 'triton'):
-        raise ValueError(f"{op}: backend {requested!r} has no routing attention; "
-                         "use 'reference', 'torch', 'flex' or 'auto'")
+    if requested == 'triton':
+        if not triton_available():
+            raise RuntimeError(f"{op}: backend 'triton' needs Triton and a CUDA device")
+        reason = _triton_unsupported(q, v)
+        if reason is not None:
+            raise ValueError(f"{op}: backend 'triton' does not support {reason}; use 'torch' or 'auto'")
+    if requested == 'natten':
+        raise ValueError(f"{op}: backend 'natten' has no routing attention; "
+                         "use 'reference', 'torch', 'flex', 'triton' or 'auto'")
     return requested
 
 
@@ -305,7 +417,7 @@ def routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_reg
     if scale is None:
         scale = (h * Dk) ** -0.5
     add_attention_macs(B * H * W * topk * T * h * (Dk + v.shape[-1]) + (B * R * R * h * Dk if topk < R else 0))
-    backend = _select_backend(q, op)
+    backend = _select_backend(q, v, op)
     if routing is not None:
         if routing.shape != (B, R, topk) or routing.dtype != torch.int64 or routing.device != q.device:
             raise ValueError(f'{op}: routing must be an int64 tensor of shape [B, R, topk] = '
@@ -315,7 +427,7 @@ def routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_reg
         elif topk == R:
             out = _full_attention(q, k, v, scale)
         else:
-            fn = {'torch': _routing_torch, 'flex': _routing_flex}[backend]
+            fn = {'torch': _routing_torch, 'flex': _routing_flex, 'triton': _routing_kernels}[backend]
             out = fn(q, k, v, routing, sh, sw, scale)
         return (out, routing) if return_indices else out
     if topk == R:  # every region: plain global attention, no routing needed
@@ -324,6 +436,7 @@ def routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_reg
             else _full_attention(q, k, v, scale)
     else:
         idx = _route(q, k, sh, sw, topk, scale if routing_scale is None else routing_scale)
-        fn = {'reference': _routing_reference, 'torch': _routing_torch, 'flex': _routing_flex}[backend]
+        fn = {'reference': _routing_reference, 'torch': _routing_torch, 'flex': _routing_flex,
+              'triton': _routing_kernels}[backend]
         out = fn(q, k, v, idx, sh, sw, scale)
     return (out, idx) if return_indices else out
