@@ -10,9 +10,14 @@ to ``head_dim // reduce_c_factor`` channels, keys to ``num_tokens // reduce_n_fa
 (Linformer), the cheap attention (scale ``num_heads ** -0.5``, an official quirk) of every non-class
 query is a coefficient vector over a learned basis ``proj_back_n``; at inference the coefficients
 keep their top ``basis_topk`` and the basis entries below ``basis_threshold`` (in absolute value)
-are zeroed; each query then keeps its top ``ceil(keep_rate * num_tokens)`` keys. The class-token row
-stays dense. Attention over the kept keys runs through ``attnzoo.ops.topk_attention`` (its ``torch``
-path's cost falls with the keep rate; the official code fills ``-inf`` into dense attention).
+are zeroed; each query then keeps its top ``ceil(keep_rate * num_tokens)`` keys
+(``attnzoo.ops.topk_connectivity``: among equal scores the lower index wins; on CUDA one fused Triton
+kernel that never writes the ``N x N`` reconstruction). The class-token row stays dense. Attention over
+the kept keys: on the CPU ``attnzoo.ops.topk_attention`` over the kept indices (its ``torch`` path's cost
+falls with the keep rate), on CUDA ``attnzoo.ops.connectivity_attention`` over the kept bitmask (fused
+masked SDPA, or the block-skipping Triton kernel under backend ``triton``); the official code fills
+``-inf`` into dense attention. ``Sparsifiner.set_backends`` picks the predictor / attention backends of
+every layer (benchmarks compare them).
 
 Training modes (set by ``set_recon_mode``; see ``attnzoo.tasks.sparsifiner``):
 * phase 1 (``recon=True``, in training mode): the backbone runs dense attention and every attention
@@ -36,6 +41,8 @@ by ``skip_lam=2``, and the token-labeling ``aux_head`` on the patch tokens; in e
 """
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import contextlib
 
 import torch
 import torch.nn as nn
@@ -71,8 +78,9 @@ torch.fx.wrap('check_fixed_image_size')
 class MaskPredictor(nn.Module):
     """Low-rank connectivity predictor of one attention layer (official ``MaskPredictor``).
 
-    Inputs ``q, k``: ``[B, heads, N, head_dim]``; ``forward`` returns the kept key positions of every
-    non-class query, ``[B, heads, N-1, budget]`` (int64, detached).
+    Inputs ``q, k``: ``[B, heads, N, head_dim]``; ``forward`` returns the kept keys of every non-class query
+    (``attnzoo.ops.topk_connectivity``, detached): int32 ``[B, heads, N-1, budget]`` ascending key
+    positions (``layout='indices'``) or an int32 ``[B, heads, N-1, ceil(N / 32)]`` bitmask (``'bitmask'``).
     """
 
     def __init__(self, dim: int, num_heads: int, num_tokens: int, keep_rate: float = 0.25,
@@ -123,26 +131,23 @@ class MaskPredictor(nn.Module):
         cheap = (q[:, :, 1:] @ k_down) * self.scale
         return cheap.softmax(dim=-1)
 
-    def approx_attention(self, q: torch.Tensor, k: torch.Tensor, sparse: bool = True) -> torch.Tensor:
-        """Reconstructed attention ``[B, heads, N-1, N]``: the raw signed basis and dense coefficients
-        (``sparse=False``, phase-1 training) or the thresholded |basis| and top-k coefficients."""
-        coef = self.basis_coef(q, k)
-        basis = self.proj_back_n.t()
-        if not sparse:
-            return coef @ basis
-        basis = basis.abs()
-        basis = torch.where(basis > self.basis_threshold, basis, torch.zeros_like(basis))
-        top, top_idx = coef.topk(self.basis_topk, dim=-1, sorted=False)
-        coef = torch.zeros_like(coef).scatter_(-1, top_idx, top)
-        return coef @ basis
+    def approx_attention(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Phase-1 reconstructed attention ``[B, heads, N-1, N]`` (differentiable): the raw signed basis and the
+        dense coefficients, the official training-mode reconstruction regressed onto the teacher's attention."""
+        return self.basis_coef(q, k) @ self.proj_back_n.t()
+
+    def sparse_basis(self) -> torch.Tensor:
+        """The inference basis ``[reduced_n, N]``: ``|proj_back_n^T|``, entries at or below the threshold zeroed."""
+        basis = self.proj_back_n.t().abs()
+        return torch.where(basis > self.basis_threshold, basis, torch.zeros_like(basis))
 
     @torch.no_grad()
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, layout: str = 'indices') -> torch.Tensor:
         if q.shape[2] != self.num_tokens:
             raise ValueError(f'MaskPredictor: expected {self.num_tokens} tokens (it is sized by the token count '
                              f'of its image size), got {q.shape[2]}')
-        approx = self.approx_attention(q, k, sparse=True)
-        return approx.topk(self.budget, dim=-1, sorted=False).indices
+        return topk_connectivity(self.proj_c_q(q[:, :, 1:]), self.proj_c_k(k), self.proj_n, self.sparse_basis(),
+                                 self.scale, self.basis_topk, self.budget, layout)
 
     def extra_repr(self) -> str:
         return (f'tokens={self.num_tokens}, reduced_n={self.reduced_n}, reduced_c={self.reduced_c}, '
@@ -179,16 +184,41 @@ class SparsifinerAttention(nn.Module):
         self.record_attn = False  # keep the dense softmax maps (teacher)
         self.approx_attn: Optional[torch.Tensor] = None
         self.attn_map: Optional[torch.Tensor] = None
+        self.backends = {'predictor': 'auto', 'attention': 'auto'}  # per-layer overrides of ``auto``
+
+    def _dropout_p(self) -> float:
+        return self.attn_drop.p if self.training else 0.
+
+    def _backend(self, part: str):
+        """``use_backend(self.backends[part])`` when that is set and no ``use_backend`` block is active."""
+        override = self.backends[part]
+        if override == 'auto' or get_backend() != 'auto':
+            return contextlib.nullcontext()
+        return use_backend(override)
 
     def _dense(self, q, k, v):
+        B, H, N, D = q.shape
+        add_attention_macs(B * H * N * N * (D + v.shape[-1]))
         if self.record_attn:
             attn = ((q @ k.transpose(-1, -2)) * self.scale).softmax(-1)
             self.attn_map = attn
             return self.attn_drop(attn) @ v
-        B, H, N, D = q.shape
-        add_attention_macs(B * H * N * N * 2 * D)
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.,
-                                              scale=self.scale)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p(), scale=self.scale)
+
+    def _sparse(self, q, k, v):
+        """Attention over the predictor's kept keys, the class-token row dense: on the CPU the ``topk_attention``
+        gather over the kept indices, on CUDA ``connectivity_attention`` over the kept bitmask."""
+        predictor = self.mask_predictor
+        if not q.is_cuda:
+            with self._backend('predictor'):
+                indices = predictor(q, k)
+            return topk_attention(q, k, v, indices=indices, dense_rows=1, scale=self.scale,
+                                  dropout_p=self._dropout_p(), check_indices=False)
+        with self._backend('predictor'):
+            bitmask = predictor(q, k, layout='bitmask')
+        with self._backend('attention'):
+            return connectivity_attention(q, k, v, bitmask, predictor.budget, dense_rows=1, scale=self.scale,
+                                          dropout_p=self._dropout_p())
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False,
                 **kwargs) -> torch.Tensor:
@@ -263,6 +293,14 @@ class Sparsifiner(VisionTransformer):
         for blk, r in zip(self.blocks, rates):
             blk.attn.mask_predictor.set_keep_rate(r)
         self.keep_rate = rates[0] if len(set(rates)) == 1 else rates
+
+    def set_backends(self, predictor: str = 'auto', attention: str = 'auto') -> None:
+        """Backends of every layer's predictor (``topk_connectivity``: ``torch`` unfused, ``triton`` fused) and
+        sparse attention (``connectivity_attention``: ``auto`` masked SDPA, ``triton`` the block-skipping
+        kernel), used where no ``use_backend`` block is active; ``'auto'`` follows the ops' own choice."""
+        choice = {'predictor': check_backend_name(predictor), 'attention': check_backend_name(attention)}
+        for blk in self.blocks:
+            blk.attn.backends = dict(choice)
 
     def set_recon_mode(self, enable: bool = True) -> None:
         """Phase 1: in training mode, dense attention and ``approx_attn`` kept in every attention layer."""
