@@ -22,10 +22,11 @@ _LOCAL_ROUTE = ('download the file on a machine with access and pass pretrained_
                 '(weights.md lists every release)')
 
 
-def _download(variant: str, url: str, cache_file: Optional[str]) -> str:
-    """The path of ``url`` in torch.hub's checkpoint folder (timm's cache), downloading it if absent."""
+def _download(variant: str, url: str, file_name: str) -> str:
+    """The path of ``url`` in torch.hub's checkpoint folder (timm's cache) as ``file_name``, downloading it if
+    absent."""
     folder = os.path.join(torch.hub.get_dir(), 'checkpoints')
-    path = os.path.join(folder, cache_file or os.path.basename(url.split('?')[0]))
+    path = os.path.join(folder, file_name)
     if os.path.isfile(path):
         return path
     os.makedirs(folder, exist_ok=True)
@@ -43,8 +44,9 @@ def resolve_pretrained(variant: str, pretrained: bool, kwargs: Dict[str, Any],
 
     The source is timm's order: an overlay ``state_dict`` (left as given), an overlay or config ``file``, the
     config's ``url`` (downloaded to torch.hub's checkpoint folder as ``cache_file``, default the URL's file
-    name). ``download_page``: where released weights without a direct URL are fetched by hand (a config with
-    neither URL nor page is left to timm, whose error says that no weights exist).
+    name; ``{tag}`` in it becomes the config's tag, for URLs that do not name their file). ``download_page``:
+    where released weights without a direct URL are fetched by hand (a config with neither URL nor page is left
+    to timm, whose error says that no weights exist).
 
     Raises:
         FileNotFoundError: naming the local file that does not exist.
@@ -59,11 +61,14 @@ def resolve_pretrained(variant: str, pretrained: bool, kwargs: Dict[str, Any],
                                  pretrained_cfg_overlay=overlay)
     if cfg.source or cfg.hf_hub_id:  # hf-hub / local-dir sources: timm's own readers
         return
-    if not cfg.file and not cfg.url and download_page:
+    if cfg.file:
+        path = cfg.file
+    elif cfg.url:
+        path = _download(variant, cfg.url, (cache_file or os.path.basename(cfg.url.split('?')[0])).format(tag=cfg.tag))
+    elif download_page:
         raise RuntimeError(f'{variant}: its pretrained weights have no direct download URL; download them from '
                            f'{download_page} and pass pretrained_cfg_overlay=dict(file=PATH) (see weights.md)')
-    path = cfg.file or (_download(variant, cfg.url, cache_file) if cfg.url else None)
-    if path is None:
-        return
+    else:
+        return  # no released weights: timm's error says so
     overlay['state_dict'] = load_checkpoint(path)
     kwargs['pretrained_cfg_overlay'] = overlay

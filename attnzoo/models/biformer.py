@@ -35,8 +35,6 @@ Layout differences from the official code (``checkpoint_filter_fn`` converts): `
 (``mlp.2`` in STL) -> ``mlp.fc1`` / ``mlp.fc2``; 1x1 conv weights of the NCHW variant -> Linear weights;
 ``head`` -> ``head.fc``.
 """
-import argparse
-import os
 from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
@@ -51,6 +49,7 @@ from attnzoo.ops import routing_attention
 from attnzoo.ops.routing import _region_logits
 
 from ._base import build_staged_model, StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
+from ._pretrained import resolve_pretrained
 
 __all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn']
 
@@ -420,44 +419,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 # Builders, pretrained configs, registered variants
 # ----------------------------------------------------------------------------------------------------------------
 
-def load_official_checkpoint(path: str) -> Dict[str, Any]:
-    """``torch.load`` an official file with ``weights_only=True``, allowing the ``argparse.Namespace`` that DeiT-style
-    training scripts store under ``'args'``."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def _resolve_pretrained(variant: str, kwargs: Dict[str, Any]) -> None:
-    """Turn ``pretrained=True`` into a ``state_dict`` overlay: the official URLs all end in ``/root/content``, so
-    timm's URL cache would store every variant under one file name; download to ``<variant>.pth`` instead, and
-    read local files (``pretrained_cfg_overlay=dict(file=...)``) with the official checkpoint's Namespace allowed."""
-    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
-    if overlay.get('state_dict') is not None:
-        return
-    path = overlay.get('file')
-    if not path:
-        cfg = kwargs.get('pretrained_cfg')
-        tag = variant if cfg is None else None
-        from timm.models import get_pretrained_cfg
-        cfg = get_pretrained_cfg(tag) if cfg is None else cfg
-        url = overlay.get('url') or (cfg.url if hasattr(cfg, 'url') else cfg.get('url'))
-        if not url:
-            return
-        name = (cfg.tag if hasattr(cfg, 'tag') and cfg.tag else 'in1k')
-        hub_dir = os.path.join(torch.hub.get_dir(), 'checkpoints')
-        os.makedirs(hub_dir, exist_ok=True)
-        path = os.path.join(hub_dir, f'{variant}_{name}.pth')
-        if not os.path.exists(path):
-            torch.hub.download_url_to_file(url, path, progress=True)
-    overlay['state_dict'] = load_official_checkpoint(path)
-    kwargs['pretrained_cfg_overlay'] = overlay
-
-
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
     """Build a variant. ``features_only=True`` uses timm's getter (NCHW maps from ``forward_intermediates``,
-    trailing stages pruned)."""
-    if pretrained:
-        _resolve_pretrained(variant, kwargs)
+    trailing stages pruned). The official URLs all end in ``/root/content``, so a download is cached as
+    ``<variant>_<tag>.pth``."""
+    resolve_pretrained(variant, pretrained, kwargs, cache_file=f'{variant}_{{tag}}.pth')
     return build_staged_model(BiFormer, variant, pretrained, checkpoint_filter_fn, (2, 2, 8, 2), **kwargs)
 
 
