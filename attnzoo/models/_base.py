@@ -1,7 +1,9 @@
 """What the attnzoo classifiers share: the timm model API around a pooled ``ClassifierHead`` (``PooledClassifier``),
-the stage-wise API of the hierarchical models (``StagedClassifier``), the input check of their stems and the
-helpers of every family's ``checkpoint_filter_fn``.
+the stage-wise API of the hierarchical models (``StagedClassifier``), the input check of their stems, the
+construction checks of every family (drop rates, ``features_only`` indices) and the helpers of every family's
+``checkpoint_filter_fn``.
 """
+import numbers
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -15,7 +17,7 @@ from timm.models._features import feature_take_indices
 from ._pretrained import resolve_pretrained
 
 __all__ = [
-    'build_staged_model',
+    'build_staged_model', 'check_drop_rates', 'check_out_indices',
     'PooledClassifier', 'StagedClassifier', 'check_image_batch', 'unwrap_state_dict', 'rename_key',
     'remap_state_dict', 'unmapped_keys_error',
 ]
@@ -29,6 +31,54 @@ def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
         raise ValueError(
             f'x: expected an image batch of shape [B, in_chans={in_chans}, H, W], got shape {list(x.shape)}; '
             f'the model was created with in_chans={in_chans}')
+
+
+def check_drop_rates(**rates: float) -> None:
+    """Raise a named error unless every rate given by keyword (``drop_rate``, ``drop_path_rate``, ...: a
+    probability of dropping an activation or a residual path) is a number in [0, 1). Outside it timm's
+    ``DropPath`` and dropout fail only at the first training step; 1 would drop everything."""
+    for name, rate in rates.items():
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(f'{name}: expected a number in [0, 1), got {type(rate).__name__} {rate!r}')
+        if not 0 <= rate < 1:
+            raise ValueError(f'{name}: expected a drop probability in [0, 1), got {rate}')
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_out_indices(out_indices: Any, num_features: int) -> Union[int, Tuple[int, ...]]:
+    """The ``out_indices`` of ``features_only`` for a model of ``num_features`` feature maps (stages or blocks),
+    checked in the terms of timm's ``feature_take_indices``: an int ``n`` takes the last ``n`` (1 to
+    ``num_features``); a list or tuple takes those feature indices (negative ones count from the end): at least
+    one, each once and in increasing order, the order in which the maps are returned (timm's feature wrappers
+    would silently reorder or dedupe them). Returns the int, or the sequence as a tuple.
+
+    Raises:
+        TypeError: ``out_indices`` is neither an int nor a list / tuple of ints.
+        ValueError: an index out of range, no index, a repeated index or indices out of order.
+    """
+    if _is_int(out_indices):
+        if not 0 < out_indices <= num_features:
+            raise ValueError(f'out_indices: last-n ({out_indices}) is out of range (1 to {num_features})')
+        return int(out_indices)
+    if not isinstance(out_indices, (list, tuple)) or not all(_is_int(i) for i in out_indices):
+        raise TypeError(f'out_indices: expected an int (the last n features) or a list / tuple of int feature '
+                        f'indices, got {out_indices!r}')
+    if not out_indices:
+        raise ValueError(f'out_indices: expected at least one feature index (0 to {num_features - 1}), got '
+                         f'{out_indices!r}')
+    take = []
+    for i in out_indices:
+        if not -num_features <= i < num_features:
+            raise ValueError(f'out_indices: feature index {i} is out of range (0 to {num_features - 1}, or '
+                             f'{-num_features} to -1 from the end)')
+        take.append(i % num_features)
+    if any(b <= a for a, b in zip(take, take[1:])):
+        raise ValueError(f'out_indices: expected distinct feature indices in increasing order (the order of the '
+                         f'returned maps), got {out_indices!r} (feature indices {take})')
+    return tuple(int(i) for i in out_indices)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,8 +302,9 @@ def build_staged_model(model_cls: type, variant: str, pretrained: bool, filter_f
                        default_depths: Sequence[int], **kwargs) -> nn.Module:
     """``build_model_with_cfg`` for a ``StagedClassifier``: ``features_only=True`` defaults to timm's getter (NCHW
     maps from ``forward_intermediates``, trailing stages pruned) over every stage of ``depths`` (default
-    ``default_depths``)."""
-    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', default_depths)))))
+    ``default_depths``); ``out_indices`` is checked by ``check_out_indices``."""
+    num_stages = len(kwargs.get('depths', default_depths))
+    out_indices = check_out_indices(kwargs.pop('out_indices', tuple(range(num_stages))), num_stages)
     resolve_pretrained(variant, pretrained, kwargs)  # the file through attnzoo's checkpoint loader
     return build_model_with_cfg(
         model_cls, variant, pretrained,

@@ -48,7 +48,8 @@ from timm.models import checkpoint_seq, generate_default_cfgs, named_apply, regi
 from attnzoo.ops import routing_attention
 from attnzoo.ops.routing import _region_logits
 
-from ._base import build_staged_model, StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
+from ._base import (
+    build_staged_model, StagedClassifier, check_drop_rates, check_image_batch, remap_state_dict, unwrap_state_dict)
 from ._pretrained import resolve_pretrained
 
 __all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn']
@@ -346,6 +347,7 @@ class BiFormer(StagedClassifier):
         self.num_features = embed_dims[-1]
         self.stem = BiFormerStem(stem_type, in_chans, embed_dims[0], **dd)
 
+        check_drop_rates(drop_rate=drop_rate, drop_path_rate=drop_path_rate)
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))  # linear over all blocks (a list: meta-safe)
         stages, self.feature_info, cur = [], [], 0
         for i in range(num_stages):

@@ -34,7 +34,8 @@ from timm.models import checkpoint_seq, generate_default_cfgs, named_apply, regi
 
 from attnzoo.ops.factorized import FactorizedSelfAttention
 
-from ._base import build_staged_model, StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
+from ._base import (
+    build_staged_model, StagedClassifier, check_drop_rates, check_image_batch, remap_state_dict, unwrap_state_dict)
 
 __all__ = ['FaViT', 'checkpoint_filter_fn']
 
@@ -245,6 +246,8 @@ class FaViT(StagedClassifier):
         self.min_input_size = favit_min_input_size(sr_ratios, window_size)
 
         self.stem = OverlapPatchEmbed(in_chans, embed_dims[0], 7, 4, False, min_input_size=self.min_input_size, **dd)
+        check_drop_rates(drop_rate=drop_rate, proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages = []
         self.feature_info = []

@@ -37,7 +37,8 @@ from timm.models import checkpoint_seq, generate_default_cfgs, named_apply, regi
 from attnzoo.ops.linear import LinearAttention
 from attnzoo.ops.window import WindowAttention2D
 
-from ._base import build_staged_model, StagedClassifier, check_image_batch, remap_state_dict, unwrap_state_dict
+from ._base import (
+    build_staged_model, StagedClassifier, check_drop_rates, check_image_batch, remap_state_dict, unwrap_state_dict)
 
 __all__ = ['L2ViT', 'checkpoint_filter_fn']
 
@@ -275,6 +276,8 @@ class L2ViT(StagedClassifier):
         self.num_features = dims[-1]
 
         self.stem = ConvStem(in_chans, dims[0], norm_layer, **dd)
+        check_drop_rates(drop_rate=drop_rate, proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages = []
         self.feature_info = []

@@ -36,7 +36,8 @@ from timm.models.swin_transformer import PatchMerging
 from attnzoo.ops import NeighborhoodAttention2D
 
 from ._base import (
-    PooledClassifier, StagedClassifier, build_staged_model, check_image_batch, remap_state_dict, unwrap_state_dict)
+    PooledClassifier, StagedClassifier, build_staged_model, check_drop_rates, check_image_batch, check_out_indices,
+    remap_state_dict, unwrap_state_dict)
 from ._pretrained import resolve_pretrained
 
 __all__ = ['NAT', 'NATIsotropic', 'checkpoint_filter_fn']
@@ -393,6 +394,8 @@ class NAT(StagedClassifier):
         else:
             self.stem = PatchStem(in_chans, embed_dim, 4, norm_layer, **dd)
 
+        check_drop_rates(drop_rate=drop_rate, proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages = []
         self.feature_info = []
@@ -483,6 +486,8 @@ class NATIsotropic(PooledClassifier):
         self.grad_checkpointing = False
 
         self.stem = PatchStem(in_chans, embed_dim, patch_size, norm_layer, **dd)
+        check_drop_rates(drop_rate=drop_rate, proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate)
         dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = _make_blocks(embed_dim, num_heads, kernel_size, dilations, dpr, mlp_ratio=mlp_ratio,
                                    qkv_bias=qkv_bias, layer_scale_init_value=layer_scale_init_value,
@@ -675,7 +680,9 @@ def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
 
 
 def _create_nat_isotropic(variant: str, pretrained: bool = False, **kwargs) -> NATIsotropic:
-    out_indices = kwargs.pop('out_indices', 3)
+    """Build an isotropic variant (``kwargs`` hold its ``depth``). ``features_only=True``: timm's getter over the
+    blocks, by default the last 3; ``out_indices`` is checked by ``check_out_indices``."""
+    out_indices = check_out_indices(kwargs.pop('out_indices', 3), kwargs['depth'])
     resolve_pretrained(variant, pretrained, kwargs)  # the file through attnzoo's checkpoint loader
     return build_model_with_cfg(
         NATIsotropic, variant, pretrained,

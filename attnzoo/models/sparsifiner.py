@@ -53,10 +53,11 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import Block, VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
 
+from attnzoo.ops.connectivity import connectivity_attention, topk_connectivity
 from attnzoo.ops.sparse import keep_budget, topk_attention
-from attnzoo.ops._dispatch import add_attention_macs
+from attnzoo.ops._dispatch import add_attention_macs, check_backend_name, get_backend, use_backend
 
-from ._base import unmapped_keys_error, unwrap_state_dict
+from ._base import check_drop_rates, check_out_indices, unmapped_keys_error, unwrap_state_dict
 from ._pretrained import resolve_pretrained
 
 __all__ = ['Sparsifiner', 'SparsifinerLVViT', 'MaskPredictor', 'SparsifinerAttention', 'LVViTPatchEmbed',
@@ -227,17 +228,19 @@ class SparsifinerAttention(nn.Module):
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         predictor = self.mask_predictor
-        if self.recon and self.training:
-            self.approx_attn = predictor.approx_attention(q, k, sparse=False)
+        if self.recon and self.training:  # phase 1: the loss needs the dense reconstruction
+            self.approx_attn = predictor.approx_attention(q, k)
             x = self._dense(q, k, v)
         elif predictor.budget >= N or self.record_attn:
             x = self._dense(q, k, v)
         else:
-            indices = predictor(q, k)
-            x = topk_attention(q, k, v, indices=indices, dense_rows=1, scale=self.scale,
-                               dropout_p=self.attn_drop.p if self.training else 0., check_indices=False)
+            x = self._sparse(q, k, v)
         x = x.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
+
+
+# The drop probabilities of timm's ``VisionTransformer`` constructor.
+_VIT_DROP_RATES = ('drop_rate', 'pos_drop_rate', 'patch_drop_rate', 'proj_drop_rate', 'attn_drop_rate', 'drop_path_rate')
 
 
 class Sparsifiner(VisionTransformer):
@@ -260,6 +263,7 @@ class Sparsifiner(VisionTransformer):
             basis_topk: coefficients kept per query at inference (8).
             **kwargs: timm ``VisionTransformer`` arguments (embed_dim, depth, num_heads, ...).
         """
+        check_drop_rates(**{k: v for k, v in kwargs.items() if k in _VIT_DROP_RATES})
         for bad in ('dynamic_img_size', 'reg_tokens', 'no_embed_class'):
             if kwargs.get(bad):
                 raise ValueError(f'Sparsifiner: {bad} is not supported (the predictor is sized by a fixed token count)')
@@ -511,7 +515,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict
 
 def _create_sparsifiner(variant: str, pretrained: bool = False, model_cls: type = Sparsifiner,
                         **kwargs) -> Sparsifiner:
-    out_indices = kwargs.pop('out_indices', 3)
+    """Build a variant (``kwargs`` hold its ``depth``). ``features_only=True``: timm's getter over the blocks, by
+    default the last 3; ``out_indices`` is checked by ``check_out_indices``."""
+    out_indices = check_out_indices(kwargs.pop('out_indices', 3), kwargs['depth'])
     resolve_pretrained(variant, pretrained, kwargs)  # the file through attnzoo's checkpoint loader
     return build_model_with_cfg(
         model_cls, variant, pretrained,
