@@ -1,12 +1,14 @@
 """Op-level timing and peak memory of bi-level routing attention (BiFormer), and a whole-model train step.
 
 CUDA (``--device cuda``): the biformer_small stage shapes at B=64 (56^2 x 2 heads, 28^2 x 4, 14^2 x 8, head_dim 32,
-7x7 regions, top-k 1 / 4 / 16), forward+backward of attnzoo's ``flex`` backend against ``reference`` (the official
-gather, which copies K/V top-k times) and ``torch``; median ms and peak memory over the op call. With ``--models``
-also the training-step throughput (img/s) of ``biformer_small`` beside timm's ``swin_tiny_patch4_window7_224``.
+7x7 regions, top-k 1 / 4 / 16), forward+backward of attnzoo's ``flex`` and ``triton`` (fused kernels) backends against
+``reference`` (the official gather, which copies K/V top-k times) and ``torch``, and of one dense SDPA call over the
+same number of (query, key) pairs (every query against ``topk * tokens_per_region`` keys); median ms and peak memory
+over the op call. With ``--models`` also the training-step throughput (img/s) of ``biformer_small`` beside timm's
+``swin_tiny_patch4_window7_224``.
 
-CPU (``--device cpu``): the same stage shapes at a tiny batch (default 2), ``reference`` vs ``torch``, to check the
-script runs.
+CPU (``--device cpu``): the same stage shapes at a tiny batch (default 2), ``reference`` vs ``torch`` and the dense
+peer, to check the script runs.
 
 One routing (from the reference) is used for every backend, so all run the same attention.
 Writes a JSON file and prints a markdown table.
@@ -53,6 +55,20 @@ def measure(fn, device, repeats, warmup=2):
     return statistics.median(times), peak
 
 
+def dense_sdpa_step(q, keys, grad):
+    """fwd+bwd of one SDPA call of the queries ``q [B, H, W, heads, D]`` against ``keys`` random keys per head: as
+    many (query, key) pairs as routing attention with ``keys = topk * tokens_per_region``."""
+    B, H, W, heads, D = q.shape
+    query = q.detach().reshape(B, H * W, heads, D).transpose(1, 2).requires_grad_()
+    k, v = (torch.randn(B, heads, keys, D, device=q.device, dtype=q.dtype).requires_grad_() for _ in range(2))
+    grad = grad.reshape(B, H * W, heads, D).transpose(1, 2)
+
+    def step():
+        torch.nn.functional.scaled_dot_product_attention(query, k, v).backward(grad)
+        query.grad = k.grad = v.grad = None
+    return step
+
+
 def op_rows(device, batch, backends, repeats, dtype):
     rows = []
     for side, heads, topk in STAGES:
@@ -73,6 +89,15 @@ def op_rows(device, batch, backends, repeats, dtype):
             row[f'{backend}_ms'] = round(ms, 3)
             if peak is not None:
                 row[f'{backend}_MiB'] = round(peak, 1)
+        ms, peak = measure(dense_sdpa_step(q, row['keys_per_query'], grad), device, repeats)
+        row['dense_sdpa_ms'] = round(ms, 3)
+        if peak is not None:
+            row['dense_sdpa_MiB'] = round(peak, 1)
+        if 'triton' in backends:
+            row['triton_over_dense_time'] = round(row['triton_ms'] / row['dense_sdpa_ms'], 2)
+            row['torch_over_triton_time'] = round(row['torch_ms'] / row['triton_ms'], 2)
+            if peak is not None:
+                row['triton_over_torch_mem'] = round(row['triton_MiB'] / max(row['torch_MiB'], 1e-6), 2)
         if 'flex' in backends:
             row['reference_over_flex_time'] = round(row['reference_ms'] / row['flex_ms'], 2)
             row['reference_over_flex_mem'] = round(row['reference_MiB'] / max(row['flex_MiB'], 1e-6), 2)
@@ -122,7 +147,8 @@ def main():
     cuda = args.device == 'cuda'
     batch = args.batch or (64 if cuda else 2)
     dtype = getattr(torch, args.dtype) if cuda else torch.float32
-    backends = ('reference', 'torch', 'flex') if cuda else ('reference', 'torch')
+    backends = (('reference', 'torch', 'flex') + (('triton',) if ops.triton_available() else ())) if cuda \
+        else ('reference', 'torch')
     rows = op_rows(args.device, batch, backends, args.repeats, dtype)
     result = dict(machine=machine_name(args.device), torch=torch.__version__, device=args.device,
                   dtype=str(dtype), rows=rows)
