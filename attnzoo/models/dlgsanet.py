@@ -49,6 +49,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from attnzoo.ops import dynamic_dwconv2d
 
 from ._base import unmapped_keys_error, unwrap_state_dict
+from ._pretrained import resolve_pretrained
 
 __all__ = ['DLGSANet', 'DynamicLocalAttention', 'SparseGlobalAttention', 'checkpoint_filter_fn', 'tlc_windows',
            'tiled_inference', 'sr_pretrained_cfg']
@@ -477,9 +478,12 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: DLGSANet, key: Optio
 # Registration
 # ----------------------------------------------------------------------------------------------------------------
 
-def _create_dlgsanet(variant: str, pretrained: bool = False, **kwargs) -> DLGSANet:
+def _create_dlgsanet(variant: str, pretrained: bool = False, download_page: Optional[str] = None,
+                     **kwargs) -> DLGSANet:
+    """Build a variant; ``download_page``: where its released weights are fetched by hand (no direct URL)."""
     if kwargs.get('features_only'):
         raise ValueError(f'{variant}: features_only is not supported by the super-resolution network')
+    resolve_pretrained(variant, pretrained, kwargs, download_page=download_page)
     model = build_model_with_cfg(DLGSANet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
     # timm's PretrainedCfg has no task fields; the instance's cfg dict carries them (see ``sr_pretrained_cfg``)
     model.pretrained_cfg = {**model.pretrained_cfg, **_task_fields(model.scale)}
@@ -505,7 +509,14 @@ _DRIVE_LIGHT = 'https://drive.google.com/drive/folders/1jbh5hNP4AGhsMPabWG7yq1mI
 _DRIVE_CLASSIC = 'https://drive.google.com/drive/folders/1kqjoO7IEi7QmaOSEH37xKjRA_LcmL2eU'
 
 
-def _cfg(scale: int, notes: str = '', **kwargs) -> Dict[str, Any]:
+# the released weights: Google Drive folders (BasicSR files, no direct URL); none for the full model at x2 / x3
+_RELEASES = {**{(size, s): _DRIVE_LIGHT for size in ('tiny', 'light') for s in (2, 3, 4)}, ('full', 4): _DRIVE_CLASSIC}
+_LIGHT_NOTE = 'DIV2K-trained; the maintainer\'s 2025 retrain (the paper\'s lightweight weights were lost).'
+
+
+def _cfg(scale: int, notes: str, download_page: Optional[str]) -> Dict[str, Any]:
+    route = (f' Weights are BasicSR files in {download_page} (Google Drive, no direct URL): download, then '
+             'pretrained=True, pretrained_cfg_overlay=dict(file=PATH).' if download_page else '')
     return {
         'url': '', 'description': f'x{scale} image super-resolution (task=super_resolution, scale={scale})',
         'input_size': (3, 48, 48), 'fixed_input_size': False, 'crop_pct': 1.0, 'interpolation': 'bicubic',
@@ -514,20 +525,14 @@ def _cfg(scale: int, notes: str = '', **kwargs) -> Dict[str, Any]:
         'license': 'apache-2.0', 'origin_url': _ORIGIN, 'paper_ids': 'arXiv:2301.02031',
         'paper_name': 'DLGSANet: Lightweight Dynamic Local and Global Self-Attention Networks for Image '
                       'Super-Resolution',
-        'notes': (notes + ' Input RGB in [0, 1]; output not clamped. Weights are BasicSR files on Google Drive / '
-                  'Baidu (no direct URL): download, then pretrained=True, '
-                  'pretrained_cfg_overlay=dict(file=PATH).').strip(),
-        **kwargs,
+        'notes': f'{notes} Input RGB in [0, 1]; output not clamped.{route}',
     }
 
 
-_LIGHT_NOTE = 'DIV2K-trained; the maintainer\'s 2025 retrain (the paper\'s lightweight weights were lost), ' \
-              f'from {_DRIVE_LIGHT}.'
 default_cfgs = generate_default_cfgs({
-    f'dlgsanet_{size}_x{s}.div2k': _cfg(s, notes=_LIGHT_NOTE if size != 'full' else
-                                      (f'DIV2K-trained full model, {_DRIVE_CLASSIC}.' if s == 4 else
-                                       'No x2/x3 full-model weights were released.'))
-    for size in ('tiny', 'light', 'full') for s in (2, 3, 4)
+    **{f'dlgsanet_{size}_x{s}.div2k': _cfg(s, _LIGHT_NOTE if size != 'full' else 'DIV2K-trained full model.', page)
+       for (size, s), page in _RELEASES.items()},
+    **{f'dlgsanet_full_x{s}': _cfg(s, f'No x{s} full-model weights were released.', None) for s in (2, 3)},
 })
 
 _ARCHS = {
@@ -538,7 +543,8 @@ _ARCHS = {
 
 
 def _build(size: str, scale: int, pretrained: bool, kwargs: Dict[str, Any]) -> DLGSANet:
-    return _create_dlgsanet(f'dlgsanet_{size}_x{scale}', pretrained, **{**_ARCHS[size], 'scale': scale, **kwargs})
+    return _create_dlgsanet(f'dlgsanet_{size}_x{scale}', pretrained, _RELEASES.get((size, scale)),
+                            **{**_ARCHS[size], 'scale': scale, **kwargs})
 
 
 @register_model
