@@ -12,6 +12,7 @@ from .neighborhood import (  # NAT / DiNAT
     triton_available)
 from .routing import region_routing, routing_attention  # BiFormer's bi-level routing attention
 from .sparse import topk_attention  # Sparsifiner's top-k sparse attention
+from .connectivity import connectivity_attention, topk_connectivity  # Sparsifiner's predictor and its attention
 from .window import (  # non-overlapping (shifted) window attention and its partition helpers
     WindowAttention2D, pad_to_window, shifted_window_mask, window_attention, window_partition, window_reverse)
 
@@ -24,6 +25,6 @@ __all__ = [
     'WindowAttention2D',
     'linear_attention', 'LinearAttention',
     'factorize_windows', 'factorized_attention', 'FactorizedSelfAttention',
-    'topk_attention',
+    'topk_attention', 'topk_connectivity', 'connectivity_attention',
     'dynamic_dwconv2d',
 ]

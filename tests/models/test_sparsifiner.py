@@ -280,3 +280,27 @@ def test_lvvit_fx_trace_matches_eager():
     fx.train()
     fx(x)['head'].sum().backward()
     assert m.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_record_attn_counts_its_attention_macs():
+    """The teacher's ``record_attn`` path counted no attention MACs (the explicit softmax bypassed the count)."""
+    m = timm.create_model('sparsifiner_deit_tiny', **TINY, keep_rate=1.0).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), count_attention_macs() as plain:
+        m(x)
+    m.set_record_attn(True)
+    with torch.no_grad(), count_attention_macs() as recorded:
+        m(x)
+    assert recorded.macs == plain.macs == 2 * 2 * 2 * 17 ** 2 * 32
+
+
+def test_set_backends_per_layer_and_named_error():
+    m = timm.create_model('sparsifiner_deit_tiny', **TINY, keep_rate=0.25).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = m(x)
+        m.set_backends(predictor='reference', attention='reference')
+        assert all(b.attn.backends == {'predictor': 'reference', 'attention': 'reference'} for b in m.blocks)
+        torch.testing.assert_close(m(x), ref)
+    with pytest.raises(ValueError, match='backend must be one of'):
+        m.set_backends(predictor='fused')
