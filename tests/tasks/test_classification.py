@@ -11,6 +11,7 @@ from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 from mmengine.registry import DATASETS, METRICS, MODELS, OPTIM_WRAPPERS, PARAM_SCHEDULERS
 from PIL import Image
+from torch.utils.data import default_collate
 
 import attnzoo  # noqa: F401
 from attnzoo.tasks import classification as cls
@@ -97,7 +98,80 @@ def test_imagenet_folder_errors_and_prepare(tmp_path):
     assert len(ds) == 359 and ds.metainfo['classes'] == tuple(str(i) for i in range(10))
 
 
+def make_unreadable_images(root: Path, split: str = 'val') -> list:
+    """Add an empty file to ``split/cat`` and a truncated JPEG to ``split/eel``; returns their paths."""
+    empty, truncated = root / split / 'cat' / 'empty.JPEG', root / split / 'eel' / 'truncated.JPEG'
+    empty.write_bytes(b'')
+    whole = (root / split / 'eel' / '0.JPEG').read_bytes()
+    truncated.write_bytes(whole[:len(whole) // 2])
+    return [empty, truncated]
+
+
+def test_imagenet_folder_marks_unreadable_images_instead_of_replacing_them(tmp_path):
+    root = make_folder(tmp_path / 'inet', n_val=4)
+    for split in ('val', 'train'):
+        bad = make_unreadable_images(root, split)
+        ds = ImageNetFolder(str(root), split=split, data_config=dict(input_size=(3, 16, 16)))
+        batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ds), collate_fn=default_collate)))
+        assert batch['inputs'].shape == (len(ds), 3, 16, 16)  # the markers collate with the images
+        labels = batch['data_samples'].tolist()
+        assert labels.count(cls.BAD_IMAGE_LABEL) == 2 and ds.bad_images_seen == 2
+        files = [p for p, _ in ds.dataset.reader.samples]
+        assert sorted(f for f, y in zip(files, labels) if y == cls.BAD_IMAGE_LABEL) == sorted(map(str, bad))
+        # every readable image keeps its own label: nothing stands in for the bad files
+        assert [y for y in labels if y != cls.BAD_IMAGE_LABEL] == [t for f, t in ds.dataset.reader.samples
+                                                                 if f not in map(str, bad)]
+
+
+def test_imagenet_folder_on_bad_image_error_names_the_file(tmp_path):
+    root = make_folder(tmp_path / 'inet')
+    empty, _ = make_unreadable_images(root)
+    ds = ImageNetFolder(str(root), split='val', data_config=dict(input_size=(3, 16, 16)), on_bad_image='error')
+    index = [p for p, _ in ds.dataset.reader.samples].index(str(empty))
+    with pytest.raises(ValueError, match=f'{empty}: not a readable image'):
+        ds[index]
+    with pytest.raises(ValueError, match=r"on_bad_image: expected one of \('skip', 'error'\)"):
+        ImageNetFolder(str(root), split='val', on_bad_image='ignore')
+
+
+def test_evaluation_counts_each_readable_image_once(tmp_path):
+    """The issue's case: 20 readable and 2 corrupt images in val; the test summary used to say samples=22."""
+    from mmengine.runner import Runner
+    root = make_folder(tmp_path / 'inet', classes=('cat', 'eel'), n_train=1, n_val=10)
+    make_unreadable_images(root)
+    runner = Runner(
+        model=dict(type='TimmClassifier', model_name='dinat_mini', num_classes=2, model_kwargs=TINY_DINAT),
+        work_dir=str(tmp_path / 'work'),
+        test_dataloader=dict(batch_size=5, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+                             collate_fn=dict(type='default_collate'),
+                             dataset=dict(type='ImageNetFolder', data_root=str(root), split='val',
+                                          data_config=dict(input_size=(3, 16, 16)))),
+        test_evaluator=dict(type='ClsAccuracy', topk=(1,)), test_cfg=dict(),
+        custom_hooks=[dict(type='ClsSummaryHook')], default_hooks=dict(checkpoint=None), log_level='WARNING')
+    metrics = runner.test()
+    assert metrics['accuracy/unreadable'] == 2
+    assert metrics['accuracy/top1'] in {100.0 * k / 20 for k in range(21)}  # out of the 20 readable images
+    summary = next(h for h in runner.hooks if isinstance(h, cls.ClsSummaryHook)).summary
+    assert 'samples=20 unreadable=2' in summary
+
+
+def test_accuracy_leaves_unreadable_images_out():
+    metric = ClsAccuracy(topk=(1,))
+    scores = torch.tensor([[.9, .1], [.9, .1], [.1, .9]])
+    metric.process({}, [dict(pred_score=s, gt_label=g) for s, g in zip(scores, [0, cls.BAD_IMAGE_LABEL, 0])])
+    assert metric.evaluate(size=3) == {'accuracy/top1': 50.0, 'accuracy/unreadable': 1}
+
+
 # ------------------------------------------------------------------------------------ model
+def test_classifier_loss_leaves_unreadable_images_out():
+    torch.manual_seed(0)
+    model = TimmClassifier('dinat_mini', num_classes=3, model_kwargs=TINY_DINAT, mixup=None, smoothing=0.0).eval()
+    x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, cls.BAD_IMAGE_LABEL, 2])
+    loss = model(x, y, mode='loss')['loss']
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(model(x[[0, 2]]), y[[0, 2]]))
+    only_bad = model(x[1:2], y[1:2], mode='loss')['loss']  # no readable image: no gradient, every parameter used
+    only_bad.backward()
+    assert only_bad == 0 and all(p.grad is not None and not p.grad.any() for p in model.parameters())
 def test_classifier_loss_predict_and_mixup():
     torch.manual_seed(0)
     model = MODELS.build(dict(type='TimmClassifier', model_name='dinat_mini', num_classes=5,
@@ -344,19 +418,30 @@ def test_release_dataloader_workers_stops_persistent_workers():
     release_dataloader_workers(runner)
 
 
-def test_trusted_checkpoint_loading_reads_mmengine_runner_checkpoints(tmp_path):
+def test_mmengine_reads_runner_checkpoints_without_trust(tmp_path):
+    """attnzoo.tasks registers its tensors-only loader (with mmengine's HistoryBuffer allowed) as mmengine's local
+    reader; only trusted=True unpickles anything else."""
+    import os
     from mmengine.logging import HistoryBuffer
     from mmengine.runner.checkpoint import CheckpointLoader
-    from attnzoo.tasks import allow_trusted_checkpoints
+    from attnzoo.tasks import register_checkpoint_loader
+    from attnzoo.utils.checkpoint import CheckpointError
     path = tmp_path / 'ckpt.pth'
     buf = HistoryBuffer()
     buf.update(1.0)
     torch.save(dict(state_dict={'w': torch.ones(2)}, message_hub=dict(log=buf)), path)
     with pytest.raises(Exception):  # torch >= 2.6 weights_only default refuses the message hub
         torch.load(path)
-    allow_trusted_checkpoints()
     ckpt = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
-    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2)) and ckpt['message_hub']['log'].current() == 1.0
+    torch.save(dict(state_dict={'w': torch.ones(2)}, code=os.getpid), tmp_path / 'code.pth')
+    with pytest.raises(CheckpointError, match='--trust-checkpoint'):
+        CheckpointLoader.load_checkpoint(str(tmp_path / 'code.pth'), map_location='cpu')
+    register_checkpoint_loader(trusted=True)
+    try:
+        assert CheckpointLoader.load_checkpoint(str(tmp_path / 'code.pth'), map_location='cpu')['code'] is os.getpid
+    finally:
+        register_checkpoint_loader()
 
 
 def test_finetune_init_from_a_pretrained_file_drops_only_the_head(tmp_path):
