@@ -37,6 +37,8 @@ def parse_args(argv=None):
                    help='override config entries, e.g. train_cfg.max_epochs=10 train_dataloader.batch_size=64')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                    help='job launcher; use `pytorch` under torchrun')
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help='fully unpickle the --resume / load_from file (it can run code): only for files you trust')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -69,7 +71,6 @@ def main(argv=None):
     args = parse_args(argv)
     import attnzoo  # noqa: F401  registers the models with timm
     import attnzoo.tasks as tasks  # registers the task components with mmengine
-    from mmengine.runner import Runner
 
     cfg = Config.fromfile(args.config)
     apply_common_overrides(cfg, args)
@@ -81,9 +82,9 @@ def main(argv=None):
         cfg.load_from = args.resume
     tasks.setup_launcher(cfg, args.launcher)
     tasks.setup_cpu_threads(cfg)
-    tasks.allow_trusted_checkpoints()
+    tasks.register_checkpoint_loader(trusted=args.trust_checkpoint)
 
-    runner = Runner.from_cfg(cfg)
+    runner = tasks.StrictRunner.from_cfg(cfg)  # strict load_from / resume
     try:
         runner.train()
     finally:

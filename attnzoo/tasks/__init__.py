@@ -5,7 +5,6 @@ Importing this package registers every task's components in mmengine's root regi
 mmengine config can name them by ``type`` (``TimmClassifier``, ``ImageNetFolder``, ...).
 """
 import os
-import os.path as osp
 
 import torch
 
@@ -14,29 +13,12 @@ from . import detection  # noqa: F401  (registers the detection components)
 from . import segmentation  # noqa: F401  (registers the segmentation components)
 from . import sparsifiner  # noqa: F401  (registers SparsifinerClassifier)
 from . import super_resolution  # noqa: F401  (registers the super-resolution components)
+from .runner import StrictRunner, register_checkpoint_loader
+
+register_checkpoint_loader()  # mmengine reads local checkpoints tensors-only, plus the types its own files need
 
 __all__ = ['classification', 'detection', 'segmentation', 'sparsifiner', 'super_resolution',
-           'allow_trusted_checkpoints', 'setup_launcher', 'setup_cpu_threads']
-
-
-def allow_trusted_checkpoints() -> None:
-    """Load local checkpoints through mmengine with ``torch.load(weights_only=False)``.
-
-    mmengine's own checkpoints pickle the message hub (``HistoryBuffer``, numpy arrays), which
-    torch >= 2.6's ``weights_only=True`` default refuses, so ``--resume`` and ``load_from`` of a
-    Runner checkpoint fail (open-mmlab/mmengine#1655). The tools call this because they load the
-    checkpoints they wrote themselves; only use it for files you trust. Pretrained weights loaded
-    by timm (``pretrained=True``) are not affected.
-    """
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    def load_from_local_trusted(filename, map_location):
-        filename = osp.expanduser(filename)
-        if not osp.isfile(filename):
-            raise FileNotFoundError(f'{filename} can not be found.')
-        return torch.load(filename, map_location=map_location, weights_only=False)
-
-    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_trusted, force=True)
+           'StrictRunner', 'register_checkpoint_loader', 'setup_launcher', 'setup_cpu_threads']
 
 
 def setup_launcher(cfg, launcher: str) -> None:

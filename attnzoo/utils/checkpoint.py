@@ -18,15 +18,17 @@ import os
 import pickle
 import re
 import zipfile
-from typing import Any, Callable, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-__all__ = ['CheckpointError', 'load_checkpoint', 'TRUST_HINT']
+__all__ = ['CheckpointError', 'load_checkpoint', 'load_state_dict_strict', 'TRUST_HINT']
 
-TRUST_HINT = 'pass --trust-checkpoint (tools) or trusted=True (API) if you trust the file'
+TRUST_HINT = ('if you trust the file, pass --trust-checkpoint (tools) or trusted=True (API: load_checkpoint(path, '
+              'trusted=True); for timm.create_model pass its result as pretrained_cfg_overlay=dict(state_dict=...))')
 _ZIP_MAGIC = b'PK'
+_LISTED = 20  # keys listed per kind in a mismatch error
 _PICKLE_PROTO = 0x80  # first byte of a pickle of protocol >= 2 (torch's legacy, non-zip format)
 _UNSAFE_GLOBAL = re.compile(r'GLOBAL (\S+)')  # torch: 'Unsupported global: GLOBAL x.y ...', '... GLOBAL x.y whose module'
 _TORCH_ADVICE = ('Weights only load failed', 'Check the documentation of torch.load')
@@ -163,3 +165,45 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: MapLocation = '
     if path.endswith('.safetensors'):
         return _safetensors_load(path, map_location)
     return _torch_load(path, map_location, trusted)
+
+
+def _listing(kind: str, keys: List[str]) -> str:
+    more = f' and {len(keys) - _LISTED} more' if len(keys) > _LISTED else ''
+    return f'\n  {len(keys)} {kind}: {keys[:_LISTED]}{more}' if keys else ''
+
+
+def load_state_dict_strict(module: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str,
+                           replaceable: Sequence[str] = ()) -> None:
+    """Load ``state_dict`` into ``module`` only if it fits: a missing, unexpected or size-mismatched key is an
+    error listing them (the module is left unchanged). ``num_batches_tracked`` buffers may be missing, as
+    mmengine allows.
+
+    Args:
+        module: the network (or task model) to load into.
+        state_dict: its weights, already in ``module``'s key layout.
+        source: what the weights are (a path), named in the error.
+        replaceable: key prefixes (e.g. the classifier ``'head.fc'``) whose entries may be missing or of another
+            size: they keep ``module``'s values. For fine-tuning with another head; empty for evaluation.
+
+    Raises:
+        CheckpointError: listing the missing, unexpected and size-mismatched keys.
+    """
+    expected = module.state_dict()
+
+    def is_replaceable(key: str) -> bool:
+        return any(key == p or key.startswith(p + '.') for p in replaceable)
+
+    def fits(key: str) -> bool:
+        return tuple(state_dict[key].shape) == tuple(expected[key].shape)
+
+    state = {k: v for k, v in state_dict.items() if not (k in expected and is_replaceable(k) and not fits(k))}
+    missing = [k for k in expected if k not in state and not is_replaceable(k) and
+               not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in state if k not in expected]
+    resized = [f'{k}: {tuple(v.shape)} in the file, {tuple(expected[k].shape)} in the model'
+               for k, v in state.items() if k in expected and not fits(k)]
+    if missing or unexpected or resized:
+        raise CheckpointError(f'{source} does not fit {type(module).__name__}:'
+                              f'{_listing("missing key(s)", missing)}{_listing("unexpected key(s)", unexpected)}'
+                              f'{_listing("key(s) of another size", resized)}')
+    module.load_state_dict(state, strict=False)
