@@ -4,8 +4,8 @@ CUDA (``--device cuda``): the biformer_small stage shapes at B=64 (56^2 x 2 head
 7x7 regions, top-k 1 / 4 / 16), forward+backward of attnzoo's ``flex`` and ``triton`` (fused kernels) backends against
 ``reference`` (the official gather, which copies K/V top-k times) and ``torch``, and of one dense SDPA call over the
 same number of (query, key) pairs (every query against ``topk * tokens_per_region`` keys); median ms and peak memory
-over the op call. With ``--models`` also the training-step throughput (img/s) of ``biformer_small`` beside timm's
-``swin_tiny_patch4_window7_224``.
+over the op call. With ``--models`` also the inference and training-step throughput (img/s) of ``biformer_small``
+beside timm's ``swin_tiny_patch4_window7_224``.
 
 CPU (``--device cpu``): the same stage shapes at a tiny batch (default 2), ``reference`` vs ``torch`` and the dense
 peer, to check the script runs.
@@ -24,6 +24,7 @@ import torch
 import attnzoo  # noqa: F401  (registers the models)
 import attnzoo.ops as ops
 from attnzoo.utils.machine import machine_name
+from attnzoo.utils.timing import median_ms
 
 STAGES = [(56, 2, 1), (28, 4, 4), (14, 8, 16)]  # biformer_small: map side, heads, top-k (head_dim 32, 7 regions)
 
@@ -105,25 +106,63 @@ def op_rows(device, batch, backends, repeats, dtype):
     return rows
 
 
-def model_rows(device, batch, repeats, dtype):
-    import timm
-    rows = []
-    for name in ('biformer_small', 'swin_tiny_patch4_window7_224'):
-        model = timm.create_model(name).to(device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        x = torch.randn(batch, 3, 224, 224, device=device)
-        y = torch.randint(0, 1000, (batch,), device=device)
+def _model_step(model, x, pass_, dtype):
+    """One inference pass (eval, no grad) or one AdamW train step (train) of ``model`` on ``x`` under autocast."""
+    def autocast():
+        return torch.autocast(device_type=x.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    if pass_ == 'inference':
+        model.eval()
 
         def step():
-            with torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        ms, peak = measure(step, device, repeats)
-        rows.append(dict(model=name, batch=batch, step_ms=round(ms, 2), img_per_s=round(batch / ms * 1e3, 1),
-                         peak_MiB=None if peak is None else round(peak, 1)))
-        del model, opt
+            with torch.no_grad(), autocast():
+                model(x)
+        return step
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    y = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
+
+    def step():
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def model_pass(name, backend, pass_, batch, repeats, dtype, device, channels_last=False):
+    """``{pass}_ms, {pass}_img_per_s, {pass}_peak_MiB`` of one (model, pass) at 224 px with attnzoo's backend forced
+    to ``backend``: median of ``repeats`` steps after 3 warm-up steps (CUDA events), and the allocator's peak over the
+    whole pass (weights and optimizer state included; CUDA only). The model is freed on return."""
+    import timm
+    torch.manual_seed(0)
+    if device == 'cuda':
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model = timm.create_model(name).to(device)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with ops.use_backend(backend):
+        ms = median_ms(_model_step(model, x, pass_, dtype), repeats, 3, torch.device(device))
+    row = {f'{pass_}_ms': round(ms, 2), f'{pass_}_img_per_s': round(batch / ms * 1e3, 1)}
+    if device == 'cuda':
+        row[f'{pass_}_peak_MiB'] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return row
+
+
+def model_rows(device, runs, infer_batch, train_batch, repeats, dtype, channels_last=False):
+    """One row per ``(model, backend)`` of ``runs``: inference at ``infer_batch`` and a train step at
+    ``train_batch`` (see :func:`model_pass`)."""
+    rows = []
+    for name, backend in runs:
+        row = dict(model=name, backend=backend)
+        for pass_, batch in (('inference', infer_batch), ('train', train_batch)):
+            row.update(model_pass(name, backend, pass_, batch, repeats, dtype, device, channels_last))
+        print(row, flush=True)
+        rows.append(row)
     return rows
 
 
@@ -141,7 +180,8 @@ def main():
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--dtype', choices=['bfloat16', 'float16', 'float32'], default='bfloat16',
                         help='CUDA only (the CPU run is fp32)')
-    parser.add_argument('--models', action='store_true', help='also time a biformer_small / swin_tiny train step')
+    parser.add_argument('--models', action='store_true',
+                        help='also time biformer_small / swin_tiny inference and a train step (at --batch)')
     parser.add_argument('--out', type=Path, help='JSON file for the results')
     args = parser.parse_args()
     cuda = args.device == 'cuda'
@@ -155,7 +195,8 @@ def main():
     print(f"machine: {result['machine']}, torch {torch.__version__}, {dtype}")
     print(to_markdown(rows))
     if args.models:
-        result['models'] = model_rows(args.device, batch, max(3, args.repeats // 2), dtype)
+        runs = [('biformer_small', 'auto'), ('swin_tiny_patch4_window7_224', 'auto')]
+        result['models'] = model_rows(args.device, runs, batch, batch, max(3, args.repeats // 2), dtype)
         print(to_markdown(result['models']))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

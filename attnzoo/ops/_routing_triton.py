@@ -56,10 +56,11 @@ def _store_rows(ptr, value, b, h, s_b, s_h, offsets, valid, D: tl.constexpr, DP:
 
 @triton.jit
 def _program(heads, chunks, T, ROWS: tl.constexpr):
-    """This program's image, head, region and its ``ROWS`` tokens (chunk of the region), with their mask."""
-    bh = tl.program_id(0)
-    region = tl.program_id(1) // chunks
-    token = (tl.program_id(1) % chunks) * ROWS + tl.arange(0, ROWS)
+    """This program's image, head, region and its ``ROWS`` tokens (chunk of the region), with their mask. Grid axis
+    0 runs over (region, chunk): neighbouring programs read the same image and head (and its routed regions)."""
+    bh = tl.program_id(1)
+    region = tl.program_id(0) // chunks
+    token = (tl.program_id(0) % chunks) * ROWS + tl.arange(0, ROWS)
     return bh // heads, bh % heads, region, token, token < T
 
 
@@ -225,10 +226,10 @@ def block_shape(tokens: int, topk: int, tiles: Tuple[int, int] = TILES) -> Tuple
     return min(max_rows, _padded(tokens)), cols, min(per_region, cols)
 
 
-def _meta(q: torch.Tensor, v: torch.Tensor, grid_regions: int, tokens: int, topk: int, tiles):
+def _meta(q: torch.Tensor, v: torch.Tensor, regions: int, tokens: int, topk: int, tiles):
     rows, cols, per = block_shape(tokens, topk, tiles)
     chunks = triton.cdiv(tokens, rows)
-    grid = (q.shape[0] * q.shape[3], grid_regions * chunks)
+    grid = (regions * chunks, q.shape[0] * q.shape[3])
     meta = dict(DKP=_padded(q.shape[-1]), DVP=_padded(v.shape[-1]), ROWS=rows, COLS=cols, PER=per,
                 PRECISION=_precision(q), num_warps=4, num_stages=2)
     return grid, chunks, meta
