@@ -366,10 +366,20 @@ def _auto_supports(backend: str, q: torch.Tensor, v: torch.Tensor) -> bool:
     return True
 
 
+def _auto_backend(q: torch.Tensor, v: torch.Tensor) -> str:
+    """On CUDA the first backend of ``_AUTO_CUDA_ORDER`` that supports the inputs; on the CPU 'torch' (measured
+    fastest, benchmarks/README.md)."""
+    if q.is_cuda:
+        for backend in _AUTO_CUDA_ORDER:
+            if _auto_supports(backend, q, v):
+                return backend
+    return 'torch'
+
+
 def _select_backend(q: torch.Tensor, v: torch.Tensor, op: str) -> str:
     requested = get_backend()
-    if requested == 'auto':  # the CPU: 'torch', measured fastest (benchmarks/README.md)
-        return next(b for b in _AUTO_CUDA_ORDER if _auto_supports(b, q, v)) if q.is_cuda else 'torch'
+    if requested == 'auto':
+        return _auto_backend(q, v)
     if requested == 'flex':
         check_flex_device(op, q)
     if requested == 'triton':
