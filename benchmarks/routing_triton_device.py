@@ -2,6 +2,8 @@
 
     python benchmarks/routing_triton_device.py --out $OUT          # about 6-8 minutes on an H200
 
+(``--parts tests`` and ``--parts ops models`` split it into two shorter calls; Triton's kernel cache carries over.)
+
 Parts (``--parts``, default all, in this order):
 
 1. ``tests``: ``tests/ops/test_routing_cuda.py`` and the device tests of ``tests/ops/test_routing_triton.py`` (its
@@ -90,7 +92,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', type=Path, required=True, help='folder for the JSON and the pytest report')
     parser.add_argument('--parts', nargs='+', choices=PARTS, default=list(PARTS))
-    parser.add_argument('--tests-timeout', type=int, default=270, help='seconds for the pytest part')
+    parser.add_argument('--tests-timeout', type=int, default=300, help='seconds for the pytest part')
     parser.add_argument('--op-batch', type=int, default=64)
     parser.add_argument('--repeats', type=int, default=10, help='op table: timed repeats per backend')
     parser.add_argument('--batch-size', type=int, default=256, help='model table: inference batch')

@@ -27,7 +27,8 @@ import triton.language as tl
 
 LOG2E = 1.4426950408889634
 
-# Block limits (query / key-region tokens per program, routed tokens per step); tuned on the GPU by the lead.
+# Block limits of ``block_shape``: at most 64 tokens of a region per program, 64 routed tokens per step of the walk
+# (not yet tuned on a GPU; the launchers take others through ``tiles``).
 TILES = (64, 64)
 
 
