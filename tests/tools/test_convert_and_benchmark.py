@@ -1,8 +1,10 @@
 """tools/convert_weights.py on an official-format fixture, and tools/benchmark.py end to end."""
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +72,15 @@ def test_benchmark_reports_every_field(tmp_path):
 def test_benchmark_render_adds_macs_and_baseline_ratios(tmp_path):
     """--render re-renders a saved (e.g. GPU) report: params / GMACs from --macs-from, ratios to --baseline."""
     benchmark = _load_tool('benchmark')
+    # ratios from the times: a's train img/s is 0.3448, b's 0.2564, both rounded to 0.3 in the rows
     measured = {'machine': 'gpu', 'device': 'cuda', 'torch': 'x', 'amp': 'bf16', 'compile': False,
                 'channels_last': True, 'results': [
-                    {'model': 'a', 'inference_img_per_s': 300.0, 'train_img_per_s': 50.0, 'train_peak_mem_mb': 900.0},
-                    {'model': 'b', 'inference_img_per_s': 200.0, 'train_img_per_s': 100.0, 'train_peak_mem_mb': 600.0}]}
+                    {'model': 'a', 'inference_img_per_s': 300.0, 'inference_ms_per_batch': 10.0,
+                     'inference_batch_size': 3, 'train_img_per_s': 0.3, 'train_ms_per_batch': 2900.0,
+                     'train_batch_size': 1, 'train_peak_mem_mb': 900.0},
+                    {'model': 'b', 'inference_img_per_s': 200.0, 'inference_ms_per_batch': 20.0,
+                     'inference_batch_size': 4, 'train_img_per_s': 0.3, 'train_ms_per_batch': 3900.0,
+                     'train_batch_size': 1, 'train_peak_mem_mb': 600.0}]}
     macs = {'results': [{'model': 'a', 'params_m': 1.5, 'gmacs': 2.0, 'macs_img_size': 224},
                         {'model': 'b', 'params_m': 3.0, 'gmacs': 4.0, 'macs_img_size': 224}]}
     (tmp_path / 'gpu.json').write_text(json.dumps(measured))
@@ -83,9 +90,9 @@ def test_benchmark_render_adds_macs_and_baseline_ratios(tmp_path):
                     '--baseline', 'b', '--json', str(out), '--markdown', str(md)])
     rows = {r['model']: r for r in json.loads(out.read_text())['results']}
     assert rows['a']['gmacs'] == 2.0 and rows['b']['params_m'] == 3.0
-    assert rows['a']['inference_vs_baseline'] == 1.5 and rows['a']['train_vs_baseline'] == 0.5
+    assert rows['a']['inference_vs_baseline'] == 1.5 and rows['a']['train_vs_baseline'] == round(3900 / 2900, 3)
     assert rows['a']['train_peak_vs_baseline'] == 1.5 and rows['b']['inference_vs_baseline'] == 1.0
-    assert 'ratios to b' in md.read_text()
+    assert 'ratios to b' in md.read_text() and 'mode eager' in md.read_text()
     with pytest.raises(SystemExit, match='--baseline'):
         benchmark.main(['--render', str(tmp_path / 'gpu.json'), '--baseline', 'c'])
 
@@ -127,6 +134,61 @@ def test_benchmark_jobs_prepare_together_and_time_one_at_a_time(tmp_path):
     assert set(rows) == {'dinat_mini', 'biformer_tiny'}
     for row in rows.values():
         assert row['inference_img_per_s'] > 0 and row['inference_batch_size'] == 1
+
+
+def _run_benchmark(tmp_path, *args):
+    out = tmp_path / 'bench.json'
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--device', 'cpu', '--no-macs',
+                           '--threads', '1', '--steps', '1', '--warmup', '1', '--json', str(out), *args],
+                          check=True, cwd=tmp_path, capture_output=True, text=True)
+    return json.loads(out.read_text()), proc.stdout
+
+
+@pytest.mark.parametrize('mode', ['eager', 'compile'])
+def test_benchmark_modes_measure_both_passes_with_progress_lines(tmp_path, mode):
+    """--mode eager / compile (static shapes) on a tiny model: both passes measured, a progress line as each
+    finishes; with --inference-then-train one process runs inference, then the SGD train step, on one model."""
+    report, stdout = _run_benchmark(tmp_path, '--model', 'test_vit', '--batch-size', '2', '--train-batch-size', '1',
+                                    '--mode', mode, '--optimizer', 'sgd', '--inference-then-train')
+    row = report['results'][0]
+    assert report['mode'] == mode and report['inference_then_train']
+    assert row['inference_batch_size'] == 2 and row['train_batch_size'] == 1
+    assert row['inference_ms_per_batch'] > 0 and row['train_ms_per_batch'] > 0
+    assert f'[1/1] test_vit inference ({mode}): ' in stdout and f'[1/1] test_vit train ({mode}): ' in stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_benchmark_cudagraph_mode_against_a_peer(tmp_path):
+    report, stdout = _run_benchmark(tmp_path, '--device', 'cuda', '--model', 'test_vit', 'test_convnext',
+                                    '--amp', 'bf16', '--batch-size', '4', '--mode', 'cudagraph', '--baseline',
+                                    'test_convnext', '--steps', '3', '--warmup', '3')
+    rows = {r['model']: r for r in report['results']}
+    assert report['mode'] == 'cudagraph' and rows['test_convnext']['train_vs_baseline'] == 1.0
+    assert rows['test_vit']['train_vs_baseline'] > 0 and rows['test_vit']['inference_vs_baseline'] > 0
+
+
+def test_benchmark_mode_arguments_are_checked():
+    benchmark = _load_tool('benchmark')
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--model', 'test_vit', '--device', 'cpu', '--mode', 'cudagraph'])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--model', 'test_vit', '--bench', 'train', '--inference-then-train'])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--model', 'test_vit', '--timeout', '0'])
+    assert benchmark.parse_args(['--model', 'test_vit', '--device', 'cpu', '--compile']).mode == 'compile'
+
+
+def test_benchmark_child_that_dies_or_hangs_fails_its_row(monkeypatch):
+    """A measuring process that exits without a result, or sends none before --timeout, is reported (the hung one
+    killed) instead of leaving the parent blocked in queue.get() forever."""
+    monkeypatch.syspath_prepend(str(ROOT / 'tools'))  # the spawned children import the tool by its module name
+    monkeypatch.delitem(sys.modules, 'benchmark', raising=False)
+    benchmark = importlib.import_module('benchmark')
+    died = benchmark._in_subprocess(os._exit, 3, timeout_s=120)
+    assert 'exited with code 3' in died['error']
+    start = time.monotonic()
+    hung = benchmark._in_subprocess(time.sleep, 600, timeout_s=3)
+    assert 'no result within --timeout 3 s' in hung['error'] and time.monotonic() - start < 60
 
 
 def test_distributed_script_parses_logs_and_makes_class_textures():
