@@ -207,8 +207,8 @@ class SparsifinerAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p(), scale=self.scale)
 
     def _sparse(self, q, k, v):
-        """Attention over the predictor's kept keys, the class-token row dense: on the CPU the ``topk_attention``
-        gather over the kept indices, on CUDA ``connectivity_attention`` over the kept bitmask."""
+        """Attention over the predictor's kept keys, the class-token row dense: on the CPU the
+        ``topk_attention`` gather over the kept indices, on CUDA ``connectivity_attention`` over the kept bitmask."""
         predictor = self.mask_predictor
         if not q.is_cuda:
             with self._backend('predictor'):

@@ -75,8 +75,8 @@ def _fwd_kernel(Q, K, V, BITS, O, LSE, sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b,
             m_i = m_new
     l_safe = tl.where(l_i > 0, l_i, 1.)
     d = tl.arange(0, D)
-    tl.store(O + b * so_b + h * so_h + rows[:, None] * so_n + d[None, :], (acc / l_safe[:, None]).to(O.dtype.element_ty),
-             mask=row_ok[:, None])
+    out = (acc / l_safe[:, None]).to(O.dtype.element_ty)
+    tl.store(O + b * so_b + h * so_h + rows[:, None] * so_n + d[None, :], out, mask=row_ok[:, None])
     tl.store(LSE + bh * N + rows, m_i + tl.log2(l_safe), mask=row_ok)
 
 

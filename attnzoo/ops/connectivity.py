@@ -219,7 +219,8 @@ def _attention_triton_unsupported(q: torch.Tensor, v: torch.Tensor, dropout_p: f
     if dropout_p > 0:
         return f'dropout_p={dropout_p}'
     if q.shape[-1] not in _TRITON_HEAD_DIMS or v.shape[-1] != q.shape[-1]:
-        return f'head_dim {q.shape[-1]} (v: {v.shape[-1]}); they need q and v head_dim equal, one of {_TRITON_HEAD_DIMS}'
+        return (f'head_dim {q.shape[-1]} (v: {v.shape[-1]}); they need q and v head_dim equal, one of '
+                f'{_TRITON_HEAD_DIMS}')
     if q.dtype not in _TRITON_DTYPES:
         return f'dtype {q.dtype} (one of {_TRITON_DTYPES} is needed)'
     if not _triton_device_ok(q):
@@ -254,7 +255,8 @@ def connectivity_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bi
     check_int_range(op, 'num_kept', num_kept, 1, Nk, f'Nk={Nk}')
     words = math.ceil(Nk / 32)
     if not isinstance(bitmask, torch.Tensor) or bitmask.dtype != torch.int32:
-        raise TypeError(f'{op}: bitmask must be an int32 tensor, got {getattr(bitmask, "dtype", type(bitmask).__name__)}')
+        got = getattr(bitmask, 'dtype', type(bitmask).__name__)
+        raise TypeError(f'{op}: bitmask must be an int32 tensor, got {got}')
     if tuple(bitmask.shape) != (B, H, Nq - dense_rows, words):
         raise ValueError(f'{op}: bitmask must have shape [B={B}, heads={H}, Nq - dense_rows={Nq - dense_rows}, '
                          f'ceil(Nk / 32)={words}], got {list(bitmask.shape)}')
