@@ -17,7 +17,8 @@ from typing import Iterator, Optional
 
 import torch
 
-__all__ = ['BACKENDS', 'use_backend', 'get_backend', 'flex_available', 'count_attention_macs', 'add_attention_macs']
+__all__ = ['BACKENDS', 'use_backend', 'get_backend', 'flex_available', 'count_attention_macs', 'counting_macs',
+           'add_attention_macs']
 
 BACKENDS = ('auto', 'reference', 'torch', 'flex', 'natten', 'triton')
 
@@ -87,6 +88,12 @@ def count_attention_macs() -> Iterator[MacCounter]:
         yield counter
     finally:
         _STATE['counter'] = previous
+
+
+def counting_macs() -> bool:
+    """Whether a ``count_attention_macs`` block is active (ops then keep their own internal products, such as
+    BiFormer's region logits, out of the layer-level MAC count, since they report them themselves)."""
+    return _STATE['counter'] is not None
 
 
 def add_attention_macs(macs: int) -> None:

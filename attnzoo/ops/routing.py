@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_flex_device, check_int_range, check_qkv
-from ._dispatch import add_attention_macs, flex_available, get_backend
+from ._dispatch import add_attention_macs, counting_macs, flex_available, get_backend
 from .neighborhood import _compiled_flex_attention, _triton_interpreted, triton_available
 
 __all__ = ['routing_attention', 'region_routing']
@@ -105,10 +105,11 @@ def _from_regions(x: torch.Tensor, sh: int, sw: int, H: int, W: int) -> torch.Te
 
 
 def _region_logits(q_r: torch.Tensor, k_r: torch.Tensor, scale: float) -> torch.Tensor:
-    """``(q_r * scale) @ k_r^T`` on ``[B, R, C]``. Under tracing (fvcore) it is written as a broadcast product so
-    that FLOP counters do not count it a second time: the op reports its MACs itself."""
+    """``(q_r * scale) @ k_r^T`` on ``[B, R, C]``. While MACs are counted it is written as a broadcast product, so
+    that the layer-level count (``attnzoo.utils.count_macs``) does not count it a second time: the op reports its
+    MACs itself."""
     q_r = q_r * scale
-    if torch.jit.is_tracing():
+    if counting_macs():
         return (q_r.unsqueeze(2) * k_r.unsqueeze(1)).sum(-1)
     return q_r @ k_r.transpose(-1, -2)
 

@@ -128,8 +128,8 @@ def test_variant_architectures():
 
 def test_count_macs_includes_routing_and_attention():
     model = create_tiny('biformer_tiny').eval()
-    from attnzoo.utils.flops import _fvcore_macs
-    attention = count_macs(model, (3, 224, 224)) - _fvcore_macs(model, image(224, 224))
+    from attnzoo.utils.flops import layer_macs
+    attention = count_macs(model, (3, 224, 224)) - layer_macs(model, image(224, 224))
     expected = 0
     for side, c, k, blocks in ((56, 32, 1, 1), (28, 64, 4, 1), (14, 96, 16, 2)):
         n = side * side

@@ -175,14 +175,14 @@ def test_macs_match_readme(name):
 
 
 def test_count_macs_adds_attention_term():
-    """Attention MACs (2*N*C*K^2 per layer) come on top of fvcore's count; batch scales the total."""
+    """Attention MACs (2*N*C*K^2 per layer) come on top of the layer count (fvcore's table); batch scales the total."""
     model = timm.create_model('nat_mini', embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)).eval()
     one, two = count_macs(model, (3, 64, 64)), count_macs(model, image(64, 64, batch=2))
     assert two == 2 * one
-    from attnzoo.utils.flops import _fvcore_macs
+    from attnzoo.utils.flops import layer_macs
     maps = [(16, 32), (8, 64), (4, 128), (2, 256)]  # (side, channels) per stage at 64 px
     expected_na = sum(2 * max(s, 7) ** 2 * c * 49 for s, c in maps)  # maps below 7x7 are padded to 7x7
-    assert one - _fvcore_macs(model, image(64, 64)) == expected_na
+    assert one - layer_macs(model, image(64, 64)) == expected_na
 
 
 # -------------------------------------------------------------------------------------------------------------
