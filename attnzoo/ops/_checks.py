@@ -96,10 +96,18 @@ def check_flex_device(op: str, q: torch.Tensor) -> None:
                            "use 'torch' or 'auto'")
 
 
-def select_simple_backend(op: str) -> str:
-    """The backend an op with only ``reference`` and ``torch`` paths runs under the current ``use_backend``."""
+def check_simple_backend(op: str, note: str = "its 'torch' path already runs on PyTorch's fused SDPA") -> str:
+    """The backend requested by ``use_backend`` (``'auto'`` kept) for an op with only ``reference`` and ``torch``
+    paths; any other is a ValueError carrying ``note`` (why there is no other path): a forced backend runs or
+    raises."""
     requested = get_backend()
     if requested not in SIMPLE_BACKENDS:
         raise ValueError(f"{op}: backend {requested!r} is not implemented for this op (it supports "
-                         f"{SIMPLE_BACKENDS}); its 'torch' path already runs on PyTorch's fused SDPA")
+                         f"{SIMPLE_BACKENDS}); {note}")
+    return requested
+
+
+def select_simple_backend(op: str) -> str:
+    """The backend an op with only ``reference`` and ``torch`` paths runs under the current ``use_backend``."""
+    requested = check_simple_backend(op)
     return 'torch' if requested == 'auto' else requested

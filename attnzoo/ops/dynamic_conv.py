@@ -17,15 +17,15 @@ Layouts: ``x`` is ``[B, C, H, W]``; ``weight`` is ``[B, G, k, k, H, W]`` (or ``[
 hypernetwork output, row-major over ``(G, kh, kw)``). Output ``[B, C, H, W]``.
 
 Backends (``attnzoo.ops.use_backend``): ``reference`` builds all ``k * k`` shifted copies with ``F.unfold`` (memory
-``k^2`` times the input; the readable definition); ``torch`` (and ``flex`` / ``natten`` / ``triton``, which have no kernel for
-this op) runs the shift-and-accumulate loop over the ``k^2`` taps, whose memory is ``O(B * C * H * W)``; ``auto``
-takes the unfold path while its copy is small (faster) and the loop above that.
+``k^2`` times the input; the readable definition); ``torch`` runs the shift-and-accumulate loop over the ``k^2``
+taps, whose memory is ``O(B * C * H * W)``; ``auto`` takes the unfold path while its copy is small (faster) and the
+loop above that. ``flex``, ``natten`` and ``triton`` have no kernel for this op: requesting one raises a ValueError.
 """
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_same_device, check_same_dtype, check_tensor
-from ._dispatch import add_attention_macs, get_backend
+from ._checks import check_same_device, check_same_dtype, check_simple_backend, check_tensor
+from ._dispatch import add_attention_macs
 
 __all__ = ['dynamic_dwconv2d', 'dynamic_dwconv2d_macs']
 
@@ -100,8 +100,9 @@ def dynamic_dwconv2d(x: torch.Tensor, weight: torch.Tensor, kernel_size: int = 7
         ``[B, C, H, W]``.
     """
     weight = _check(x, weight, kernel_size)
+    backend = check_simple_backend('dynamic_dwconv2d', "there is no fused kernel for it ('torch' is the "
+                                   "shift-and-accumulate loop)")
     add_attention_macs(dynamic_dwconv2d_macs(x.shape, kernel_size))
-    backend = get_backend()
     if backend == 'reference' or (backend == 'auto' and x.numel() * kernel_size ** 2 <= _AUTO_UNFOLD_MAX):
         return _reference(x, weight, kernel_size)
     return _shift_sum(x, weight, kernel_size)

@@ -215,7 +215,7 @@ class FactorizedSelfAttention(nn.Module):
                                             self.dilations)):
             tokens = factorize_windows(kv_i, heads, w, dil)  # [B, h, w*w, cph]
             k_i, v_i = self.single_heads[i](self.fcs[i](tokens)).chunk(2, dim=-1)
-            v_i = v_i + self.local_convs[i](v_i.transpose(2, 3).reshape(B, -1, w, w)).view(
+            v_i = v_i + self.local_convs[i](v_i.transpose(2, 3).reshape(B, heads * cph, w, w)).view(
                 B, heads, cph, w * w).transpose(2, 3)
             keys.append(k_i)
             values.append(v_i)

@@ -12,6 +12,8 @@ length ``L`` with kernel size ``k`` and dilation ``d``:
   ``k`` keys per axis. With ``is_causal`` the window is ``max(0, i - k + 1) .. i`` instead.
 * Relative positional bias: ``rpb[head, key - query + k - 1, ...]`` (in group coordinates, one
   table axis per spatial axis, each of length ``2k - 1``), added after ``q @ k * scale``.
+* Non-finite inputs (``attnzoo.ops._nonfinite``): a key whose k or v holds a NaN or an infinity makes the whole
+  output of exactly the queries whose window holds it NaN, on every backend.
 
 Tensor layout is NATTEN's heads-last layout: ``[B, *spatial, heads, head_dim]``.
 """
@@ -28,6 +30,7 @@ from torch import nn
 
 from ._checks import check_channels_last, check_dropout, check_flex_device, check_heads, check_qkv
 from ._dispatch import add_attention_macs, flex_available, get_backend
+from ._nonfinite import nonfinite_keys, poison, zero_keys
 from .window import padded_qkv_attention
 
 __all__ = ['na1d', 'na2d', 'na3d', 'NeighborhoodAttention2D', 'natten_available', 'natten_fused_available',
@@ -164,19 +167,25 @@ def _untraced_cache(maxsize: int):
 # Reference backend: dense attention with the neighborhood as a mask (O(N^2) memory)
 # ---------------------------------------------------------------------------------------------
 
+def _dilated_axis_mask(length: int, kernel: int, dil: int, causal: bool, device: torch.device) -> torch.Tensor:
+    """``[L, L]`` bool: whether the key at position ``j`` of one axis is in the window of the query at ``i``
+    (same dilation group, inside the group's window)."""
+    pos = torch.arange(length, device=device)
+    group, idx = pos % dil, pos // dil
+    group_len = (length - group + dil - 1) // dil
+    in_window = _axis_mask(idx[:, None], idx[None, :], group_len[:, None], kernel, causal)
+    return (group[:, None] == group[None, :]) & in_window
+
+
 def _na_reference(q, k, v, kernel, dil, causal, rpb, scale, dropout_p):
     """Every query against every key, outside-window pairs masked: ``[B, *S, h, D]`` in and out."""
     n = len(kernel)
     B, *spatial, heads, _ = q.shape
-    masks, rels = [], []
-    for length, ks, d, c in zip(spatial, kernel, dil, causal):
-        pos = torch.arange(length, device=q.device)
-        group, idx = pos % d, pos // d
-        group_len = (length - group + d - 1) // d
-        qi, kj = idx[:, None], idx[None, :]
-        in_window = _axis_mask(qi, kj, group_len[:, None], ks, c)
-        masks.append((group[:, None] == group[None, :]) & in_window)
-        rels.append(_axis_rel(qi, kj, ks))
+    masks = [_dilated_axis_mask(length, ks, d, c, q.device) for length, ks, d, c in zip(spatial, kernel, dil, causal)]
+    rels = []
+    for length, ks, d in zip(spatial, kernel, dil):
+        idx = torch.arange(length, device=q.device) // d
+        rels.append(_axis_rel(idx[:, None], idx[None, :], ks))
     tokens = math.prod(spatial)  # per-axis [L_a, L_a] tables -> [N, N] over row-major tokens
     mask = functools.reduce(torch.logical_and, _outer(masks)).reshape(tokens, tokens)
     compute = torch.promote_types(q.dtype, torch.float32)
@@ -361,8 +370,10 @@ def _na_tiled(q, k, v, kernel, causal, rpb, scale, dropout_p):
     plan = _tile_plan(tuple(spatial), kernel, causal, q.device)
     nt, tt, rr = plan.num_tiles, plan.tile_tokens, plan.halo_tokens
 
+    N = math.prod(spatial)  # explicit sizes, never -1: a batch of 0 makes a -1 ambiguous
+
     def tiles(x, index, tokens):  # [B, *S, h, D] -> [B, h*nT, tokens, D]
-        rows = x.flatten(1, n).transpose(1, 2).reshape(B * heads, -1, x.shape[-1])  # contiguous rows
+        rows = x.flatten(1, n).transpose(1, 2).reshape(B * heads, N, x.shape[-1])  # contiguous rows
         return rows.index_select(1, index).view(B, heads * nt, tokens, x.shape[-1])
 
     if rpb is None:
@@ -375,8 +386,8 @@ def _na_tiled(q, k, v, kernel, causal, rpb, scale, dropout_p):
         mask = table.gather(1, plan.bias_index.view(1, -1).expand(heads, -1)).to(q.dtype).view(1, heads * nt, tt, rr)
     out = _attention(tiles(q, plan.q_index, tt), tiles(k, plan.k_index, rr), tiles(v, plan.k_index, rr),
                      mask, dropout_p, scale)
-    out = out.reshape(B * heads, nt * tt, -1).index_select(1, plan.out_index)  # [B*h, N, Dv]
-    return out.view(B, heads, -1, v.shape[-1]).transpose(1, 2).reshape(B, *spatial, heads, v.shape[-1])
+    out = out.reshape(B * heads, nt * tt, v.shape[-1]).index_select(1, plan.out_index)  # [B*h, N, Dv]
+    return out.view(B, heads, N, v.shape[-1]).transpose(1, 2).reshape(B, *spatial, heads, v.shape[-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,6 +691,18 @@ def _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scal
     add_attention_macs(batch * heads * math.prod(q.shape[1:1 + n]) * math.prod(kernel)
                        * (q.shape[-1] + v.shape[-1]))
     backend = _select_backend(q, v, rpb, kernel, dil, causal, dropout_p, n, op)
+    # Non-finite keys (``_nonfinite``): zeroed before, their queries set to NaN after. The Triton kernels apply
+    # the window with a select inside the kernel instead, which costs their hot path no extra pass.
+    bad = None if backend == 'triton' else nonfinite_keys(k, v)
+    if bad is not None:
+        k, v = zero_keys(k, bad), zero_keys(v, bad)
+    out = _run_backend(backend, q, k, v, kernel, dil, causal, rpb, scale, dropout_p)
+    return out if bad is None else poison(out, _attends_to(bad, kernel, dil, causal))
+
+
+def _run_backend(backend, q, k, v, kernel, dil, causal, rpb, scale, dropout_p):
+    if not q.shape[0] and backend in ('natten', 'triton'):
+        backend = 'torch'  # an empty batch has nothing to compute, and NATTEN and the Triton backward reject it
     if backend == 'reference':
         return _na_reference(q, k, v, kernel, dil, causal, rpb, scale, dropout_p)
     if backend == 'triton':
@@ -692,6 +715,16 @@ def _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scal
         core = functools.partial(_na_tiled, kernel=kernel, causal=causal, rpb=rpb, scale=scale,
                                  dropout_p=dropout_p)
     return _by_dilation_group(core, (q, k, v), dil)
+
+
+def _attends_to(keys: torch.Tensor, kernel: tuple, dil: tuple, causal: tuple) -> torch.Tensor:
+    """bool ``[B, *S, heads]`` of keys -> bool ``[B, *S, heads]``: the queries whose window holds one of them
+    (the window is a product of per-axis windows, so one ``[L, L]`` product per axis)."""
+    hits = keys.float()  # counts stay below prod(kernel): exact in fp32
+    for axis, (length, ks, d, c) in enumerate(zip(keys.shape[1:-1], kernel, dil, causal)):
+        window = _dilated_axis_mask(length, ks, d, c, keys.device).float()  # [query, key]
+        hits = (hits.movedim(axis + 1, -1) @ window.T).movedim(-1, axis + 1)
+    return hits > 0
 
 
 def na1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: IntOrTuple, dilation: IntOrTuple = 1,

@@ -8,7 +8,7 @@ Connectivity is given either as
 * ``indices``: ``[B, heads, Nq - dense_rows, K]`` key positions per query (each row's entries
   distinct), or
 * ``mask``: a boolean ``[B, heads, Nq, Nk]`` connectivity matrix (rows may keep different numbers
-  of keys; a row that keeps none outputs zeros, as the official code's ``nan_to_num`` does).
+  of keys; a row that keeps none outputs zeros, as the official code's ``nan_to_num`` does for it).
 
 The first ``dense_rows`` query rows attend to every key (Sparsifiner keeps the class-token row
 dense); with ``indices`` those rows have no entry in ``indices``.
@@ -28,9 +28,12 @@ Backends (``attnzoo.ops.use_backend``):
 call: at 197 tokens the gather path measured 13-40x slower than fused dense attention on an H200 (the
 ``[B, heads, N, K]`` index tensor alone moves as many bytes as q, k and v; benchmarks/README.md), so a GPU
 gains nothing from skipping keys at ViT token counts. ``torch`` on CUDA still runs the gather (whose cost
-falls with the keep rate). There is no flex/NATTEN/Triton kernel for unstructured top-k connectivity; ``flex``,
-``natten`` and ``triton`` requests run the ``torch`` gather path. Every path is checked against ``reference`` on CUDA by
+falls with the keep rate). There is no flex/NATTEN/Triton kernel for unstructured top-k connectivity: ``flex``,
+``natten`` and ``triton`` requests raise a ValueError. Every path is checked against ``reference`` on CUDA by
 ``tests/ops/test_sparse_cuda.py``.
+
+Non-finite keys and values follow ``attnzoo.ops._nonfinite`` on every path (the rows that attend to one are NaN);
+only a row that keeps no key is set to 0, so a NaN of any other row shows.
 """
 import math
 from typing import Optional, Tuple
@@ -38,8 +41,10 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_dropout, check_int_range, check_key_tokens, check_same_device, check_same_dtype, check_tensor
-from ._dispatch import add_attention_macs, get_backend
+from ._checks import (check_dropout, check_int_range, check_key_tokens, check_same_device, check_same_dtype,
+                      check_simple_backend, check_tensor)
+from ._dispatch import add_attention_macs
+from ._nonfinite import nonfinite_keys, poison, zero_keys
 
 __all__ = ['topk_attention', 'topk_attention_macs', 'keep_budget', 'indices_to_mask', 'mask_to_indices']
 
@@ -81,9 +86,7 @@ def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str,
         # a value check needs data, and costs a device sync (and a graph break under torch.compile)
         if check_values and indices.numel() and indices.device.type != 'meta' \
                 and not torch.compiler.is_compiling():
-            lo, hi = torch.aminmax(indices)
-            if int(lo) < 0 or int(hi) >= Nk:
-                raise ValueError(f'{op}: indices must lie in [0, Nk={Nk}), got values in [{int(lo)}, {int(hi)}]')
+            _check_index_values(indices, Nk, op)
         return indices.long().expand(B, H, -1, -1), None
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         raise TypeError(f'{op}: mask must be a bool tensor, got {getattr(mask, "dtype", type(mask).__name__)}')
@@ -93,6 +96,20 @@ def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str,
     if mask.device != q.device:
         raise ValueError(f'{op}: mask must be on the device of q ({q.device}), got {mask.device}')
     return None, mask.expand(B, H, Nq, Nk)
+
+
+def _check_index_values(indices: torch.Tensor, num_keys: int, op: str) -> None:
+    """Every entry of ``indices`` ``[..., K]`` lies in ``[0, num_keys)`` and no row holds one twice (a repeated
+    key would count twice in the gather paths and once in the masks). One device sync."""
+    lo, hi = torch.aminmax(indices)
+    ordered = indices.sort(-1).values
+    repeats = (ordered[..., 1:] == ordered[..., :-1]).sum()
+    lo, hi, repeats = torch.stack([lo.long(), hi.long(), repeats]).tolist()
+    if lo < 0 or hi >= num_keys:
+        raise ValueError(f'{op}: indices must lie in [0, Nk={num_keys}), got values in [{lo}, {hi}]')
+    if repeats:
+        raise ValueError(f'{op}: indices must hold distinct keys in every row, got {repeats} repeated entries '
+                         f'(pass check_indices=False only for indices known to be distinct, e.g. from topk)')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,10 +127,15 @@ def indices_to_mask(indices: torch.Tensor, num_keys: int, dense_rows: int = 0) -
     return mask
 
 
+def _largest_row_count(mask: torch.Tensor) -> int:
+    """Most keys any row of a bool ``[..., Nq, Nk]`` connectivity keeps (0 when it has no rows, e.g. batch 0)."""
+    return int(mask.sum(-1).max()) if mask.numel() else 0
+
+
 def mask_to_indices(mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """bool ``[..., Nq, Nk]`` -> ``(indices [..., Nq, K], valid [..., Nq, K])`` with ``K`` the largest
     row count; rows that keep fewer keys are padded with key 0 and ``valid=False``."""
-    K = max(int(mask.sum(-1).max()), 1) if mask.numel() else 1
+    K = max(_largest_row_count(mask), 1)
     # a stable sort puts each row's kept keys first, in key order
     indices = torch.sort(mask.to(torch.uint8), dim=-1, descending=True, stable=True).indices[..., :K]
     valid = torch.gather(mask, -1, indices)
@@ -129,7 +151,7 @@ def _topk_reference(q, k, v, mask, scale, dropout_p):
     compute = torch.promote_types(q.dtype, torch.float32)
     logits = (q.to(compute) @ k.to(compute).transpose(-1, -2)) * scale
     attn = logits.masked_fill(~mask, float('-inf')).softmax(-1)
-    attn = torch.nan_to_num(attn)  # rows without keys
+    attn = attn.masked_fill(~mask.any(-1, keepdim=True), 0)  # rows without keys: 0 (NaN elsewhere stays)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
     return (attn @ v.to(compute)).to(q.dtype)
@@ -151,7 +173,7 @@ def _topk_gather(q, k, v, indices, valid, scale, dropout_p):
         logits = logits.masked_fill(~valid, float('-inf'))
     attn = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)
     if valid is not None:
-        attn = torch.nan_to_num(attn)
+        attn = attn.masked_fill(~valid.any(-1, keepdim=True), 0)  # rows without keys: 0 (NaN elsewhere stays)
     attn = attn.to(v.dtype)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
@@ -208,8 +230,9 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: O
         dense_rows: the first ``dense_rows`` query rows attend to all keys (Sparsifiner: 1, the class token).
         scale: logit scale, default ``head_dim ** -0.5``.
         dropout_p: attention dropout (only meaningful in training).
-        check_indices: check that every index lies in ``[0, Nk)`` (one device sync per call; skipped under
-            ``torch.compile``). Callers whose indices come from ``topk`` over ``Nk`` keys pass False.
+        check_indices: check that every index lies in ``[0, Nk)`` and that no row repeats one (one device sync
+            per call; skipped under ``torch.compile``). Callers whose indices come from ``topk`` over ``Nk`` keys
+            pass False; unchecked repeated indices give undefined results.
 
     Returns:
         ``[B, heads, Nq, head_dim_v]``.
@@ -228,20 +251,39 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: O
     B, H, Nq, D = q.shape
     Nk, Dv = k.shape[2], v.shape[-1]
     if mask is not None:
-        K = max(int(mask[:, :, dense_rows:].sum(-1).max()), 1) if dense_rows < Nq else 0
+        K = max(_largest_row_count(mask[:, :, dense_rows:]), 1) if dense_rows < Nq else 0
     else:
         K = indices.shape[-1]
+    backend = check_simple_backend(op, 'there is no fused kernel for unstructured top-k connectivity')
     add_attention_macs(B * H * (dense_rows * Nk + (Nq - dense_rows) * K) * (D + Dv))
-    if get_backend() == 'reference':
+    bad = nonfinite_keys(k, v)  # [B, H, Nk] or None (``_nonfinite``: every backend gives the same result)
+    if bad is not None:
+        k, v = zero_keys(k, bad), zero_keys(v, bad)
+    out = _run_backend(backend, q, k, v, indices, mask, dense_rows, scale, dropout_p)
+    return out if bad is None else poison(out, _rows_attending(bad, indices, mask, dense_rows))
+
+
+def _run_backend(backend, q, k, v, indices, mask, dense_rows, scale, dropout_p):
+    if backend == 'reference':
         if mask is None:
-            mask = indices_to_mask(indices, Nk, dense_rows)
+            mask = indices_to_mask(indices, k.shape[2], dense_rows)
         elif dense_rows:
             mask = mask.clone()
             mask[:, :, :dense_rows] = True
         return _topk_reference(q, k, v, mask, scale, dropout_p)
-    if get_backend() == 'auto' and q.is_cuda and (mask is None or bool(mask[:, :, dense_rows:].any(-1).all())):
+    if backend == 'auto' and q.is_cuda and (mask is None or bool(mask[:, :, dense_rows:].any(-1).all())):
         return _topk_masked_sdpa(q, k, v, indices, mask, dense_rows, scale, dropout_p)
     return _topk_torch(q, k, v, indices, mask, dense_rows, scale, dropout_p)
+
+
+def _rows_attending(keys: torch.Tensor, indices, mask, dense_rows: int) -> torch.Tensor:
+    """bool ``[B, H, Nk]`` keys -> bool ``[B, H, Nq]``: the query rows that attend to one of them."""
+    dense = keys.any(-1, keepdim=True).expand(-1, -1, dense_rows)
+    if indices is not None:
+        sparse = keys[:, :, None, :].expand(-1, -1, indices.shape[2], -1).gather(-1, indices).any(-1)
+    else:
+        sparse = (mask[:, :, dense_rows:] & keys[:, :, None, :]).any(-1)
+    return torch.cat([dense, sparse], dim=2)
 
 
 def topk_attention_macs(batch: int, heads: int, num_queries: int, num_keys: int, keep: int, head_dim: int,

@@ -147,7 +147,7 @@ def _window_torch(q, k, v, window, shift, mask_padding, H, W, scale, dropout_p):
 
     def windows(t):
         t = window_partition(t.flatten(3), window)  # [B*nW, wh, ww, heads*D]
-        return t.reshape(t.shape[0], tokens, heads, -1).transpose(1, 2)
+        return t.reshape(t.shape[0], tokens, heads, t.shape[-1] // heads).transpose(1, 2)
 
     mask = None
     if shift[0] or shift[1] or (mask_padding and (Hp != H or Wp != W)):

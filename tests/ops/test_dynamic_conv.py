@@ -101,3 +101,11 @@ def test_cuda_matches_cpu():
         with use_backend(backend):
             out = dynamic_dwconv2d(x.cuda(), wt.cuda(), 7).cpu()
         torch.testing.assert_close(out, dynamic_dwconv2d(x, wt, 7), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('backend', ['flex', 'natten', 'triton'])
+def test_forced_backend_without_a_kernel_raises(backend):
+    x, wt = torch.randn(1, 2, 5, 5), torch.randn(1, 1, 3, 3, 5, 5)
+    with use_backend(backend), pytest.raises(ValueError, match=f"dynamic_dwconv2d: backend '{backend}' is not "
+                                                               "implemented for this op.*no fused kernel"):
+        dynamic_dwconv2d(x, wt, 3)

@@ -101,3 +101,20 @@ def test_named_errors():
     # the caller vouches for its indices: no value check (and no device sync), the rest still checked
     out = topk_attention(q, k, v, indices=idx, check_indices=False)
     torch.testing.assert_close(out, topk_attention(q, k, v, indices=idx))
+
+
+def test_repeated_indices_are_a_named_error_on_every_backend():
+    q, k, v = qkv()
+    idx = topk_idx(2, 3, 17, 17, 4)
+    idx[1, 2, 5, 3] = idx[1, 2, 5, 0]  # one row selects a key twice
+    for backend in ('reference', 'torch', 'auto'):
+        with use_backend(backend), pytest.raises(ValueError, match='distinct keys in every row, got 1 repeated'):
+            topk_attention(q, k, v, indices=idx)
+
+
+@pytest.mark.parametrize('backend', ['flex', 'natten', 'triton'])
+def test_forced_backend_without_a_kernel_raises(backend):
+    q, k, v = qkv()
+    with use_backend(backend), pytest.raises(ValueError, match=f"topk_attention: backend '{backend}' is not "
+                                                               "implemented for this op.*no fused kernel"):
+        topk_attention(q, k, v, indices=topk_idx(2, 3, 17, 17, 4))

@@ -1,0 +1,178 @@
+"""Non-finite inputs (``attnzoo.ops._nonfinite``): a NaN or an infinity in one key's k or v makes the whole output
+of exactly the queries that attend to that key NaN, on every backend; every other output is the finite result.
+Which queries attend to a key is found independently, from the finite inputs: those whose output changes when
+that key changes."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import attnzoo.ops as ops
+from attnzoo.ops.sparse import topk_attention
+
+NA = {1: ops.na1d, 2: ops.na2d, 3: ops.na3d}
+
+NA_CASES = [
+    # spatial, kernel, dilation, causal, bad key position
+    ((14, 14), 7, 1, False, (5, 5)),     # the issue's case: tiles share halo keys
+    ((14, 14), 7, 1, False, (0, 13)),    # a corner
+    ((11, 10), 3, (2, 3), False, (4, 7)),  # unequal dilation groups
+    ((13,), 5, 2, True, (6,)),
+    ((7, 6, 5), 3, 1, (False, True, False), (3, 2, 1)),
+    ((5, 5), 5, 1, False, (2, 2)),       # the window is the whole map (plain attention path)
+]
+
+
+def _perturbed(t, pos):
+    t = t.clone()
+    t[(0, *pos, 1)] += 1.0
+    return t
+
+
+def _spoiled(t, pos, value):
+    t = t.clone()
+    t[(0, *pos, 1, 3)] = value
+    return t
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+@pytest.mark.parametrize('which', ['k', 'v'])
+@pytest.mark.parametrize('rpb', [False, True])
+@pytest.mark.parametrize('spatial,kernel,dilation,causal,pos', NA_CASES)
+def test_na_nonfinite_key_reaches_exactly_its_queries(spatial, kernel, dilation, causal, pos, rpb, which, value):
+    n = len(spatial)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, *spatial, 3, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    table = torch.randn(3, *[2 * kernel - 1] * n, generator=g, dtype=torch.float64) if rpb else None
+    na = NA[n]
+    args = dict(kernel_size=kernel, dilation=dilation, is_causal=causal, rpb=table)
+    with ops.use_backend('reference'):
+        clean = na(q, k, v, **args)
+        moved = na(q, _perturbed(k, pos), _perturbed(v, pos), **args)
+    attends = (clean != moved).any(-1)
+    assert attends.any() and not attends.all()
+    inputs = {'q': q, 'k': k, 'v': v}
+    inputs[which] = _spoiled(inputs[which], pos, value)
+    backends = ['reference', 'torch'] + (['natten'] if ops.natten_available() and not rpb else [])
+    for backend in backends:
+        dtype = torch.float32 if backend == 'natten' else torch.float64  # NATTEN's CPU path has no fp64
+        with ops.use_backend(backend):
+            out = na(*(inputs[name].to(dtype) for name in 'qkv'), **args).double()
+        assert torch.equal(out.isnan().all(-1), attends), backend
+        torch.testing.assert_close(out[~attends], clean[~attends], atol=1e-5, rtol=1e-5, msg=backend)
+
+
+def test_na_nonfinite_query_reaches_only_itself():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 14, 14, 2, 8, generator=g) for _ in range(3))
+    q[0, 5, 5, 1, 3] = float('nan')
+    for backend in ('reference', 'torch'):
+        with ops.use_backend(backend):
+            out = ops.na2d(q, k, v, 7)
+        assert out.isnan().any(-1).nonzero().tolist() == [[0, 5, 5, 1]], backend
+
+
+def test_na_nonfinite_gradients_of_other_queries_are_finite():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 14, 14, 2, 8, generator=g) for _ in range(3))
+    k[0, 0, 0, 0, 0] = float('nan')
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = ops.na2d(q, k, v, 7)
+    keep = ~out.isnan()
+    grads = torch.autograd.grad(out[keep].sum(), (q, k, v))
+    assert all(torch.isfinite(gr).all() for gr in grads)
+
+
+TRITON_SCRIPT = textwrap.dedent('''
+    import json
+    import torch
+    import attnzoo.ops as ops
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 14, 14, 1, 16, generator=g) for _ in range(3))
+    result = {}
+    for which in ('k', 'v'):
+        inputs = {'q': q, 'k': k.clone(), 'v': v.clone()}
+        inputs[which][0, 5, 5, 0, 3] = float('nan')
+        with ops.use_backend('triton'):
+            result[which] = ops.na2d(inputs['q'], inputs['k'], inputs['v'], 7).isnan().all(-1).sum().item()
+    with ops.use_backend('triton'):
+        empty = torch.randn(0, 9, 9, 1, 16, requires_grad=True)
+        out = ops.na2d(empty, empty, empty, 3, rpb=torch.zeros(1, 5, 5, requires_grad=True))
+        out.sum().backward()
+        result['empty'] = list(out.shape) + list(empty.grad.shape)
+    print(json.dumps(result))
+''')
+
+
+@pytest.fixture(scope='module')
+def triton_run():
+    if not ops.triton_available() and __import__('importlib.util').util.find_spec('triton') is None:
+        pytest.skip('needs Triton')
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    proc = subprocess.run([sys.executable, '-c', TRITON_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_triton_nan_key_reaches_exactly_its_queries(triton_run):
+    assert triton_run['k'] == 81  # 9 x 9 windows of a 7x7 kernel on a 14x14 map hold position (5, 5)
+
+
+@pytest.mark.xfail(strict=True, reason='the fused forward kernel (_na_triton.py) multiplies the masked-out values '
+                                       'of a tile by a zero weight: a NaN value spreads to the whole tile')
+def test_triton_nan_value_reaches_exactly_its_queries(triton_run):
+    assert triton_run['v'] == 81
+
+
+def test_triton_empty_batch(triton_run):
+    assert triton_run['empty'] == [0, 9, 9, 1, 16] * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# topk_attention
+# ---------------------------------------------------------------------------------------------
+
+def _topk_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 3, 12, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    indices = torch.rand(2, 3, 11, 12, generator=g).argsort(-1)[..., :4]
+    return q, k, v, indices
+
+
+@pytest.mark.parametrize('which', ['k', 'v'])
+@pytest.mark.parametrize('connectivity', ['indices', 'mask'])
+def test_topk_nonfinite_key_reaches_exactly_its_rows(connectivity, which):
+    q, k, v, indices = _topk_inputs()
+    mask = ops.sparse.indices_to_mask(indices, 12, dense_rows=1)
+    conn = dict(indices=indices) if connectivity == 'indices' else dict(mask=mask)
+    key = 5
+    attends = mask[:, :, :, key]
+    inputs = {'q': q, 'k': k.clone(), 'v': v.clone()}
+    inputs[which][:, :, key, 2] = float('nan')
+    with ops.use_backend('reference'):
+        clean = topk_attention(q, k, v, dense_rows=1, **conn)
+    for backend in ('reference', 'torch'):
+        with ops.use_backend(backend):
+            out = topk_attention(inputs['q'], inputs['k'], inputs['v'], dense_rows=1, **conn)
+        assert torch.equal(out.isnan().all(-1), attends), backend
+        torch.testing.assert_close(out[~attends], clean[~attends], msg=backend)
+
+
+@pytest.mark.parametrize('connectivity', ['indices', 'mask'])
+def test_topk_nan_row_stays_nan_and_empty_rows_are_zero(connectivity):
+    q, k, v, indices = _topk_inputs()
+    q[0, 1, 4, 0] = float('nan')  # sparse row 4 (index row 3) of image 0, head 1
+    mask = ops.sparse.indices_to_mask(indices, 12, dense_rows=1)
+    mask[1, 2, 7] = False  # a row that keeps no key
+    conn = dict(indices=indices) if connectivity == 'indices' else dict(mask=mask)
+    for backend in ('reference', 'torch'):
+        with ops.use_backend(backend):
+            out = topk_attention(q, k, v, dense_rows=1, **conn)
+        assert out.isnan().any(-1).nonzero().tolist() == [[0, 1, 4]], backend
+        if connectivity == 'mask':
+            assert torch.equal(out[1, 2, 7], torch.zeros(8, dtype=out.dtype)), backend
