@@ -17,7 +17,7 @@ from timm.models._features import feature_take_indices
 from ._pretrained import resolve_pretrained
 
 __all__ = [
-    'build_staged_model', 'check_drop_rates', 'check_out_indices',
+    'build_staged_model', 'check_drop_rates', 'check_out_indices', 'pop_out_indices',
     'PooledClassifier', 'StagedClassifier', 'check_image_batch', 'unwrap_state_dict', 'rename_key',
     'remap_state_dict', 'unmapped_keys_error',
 ]
@@ -79,6 +79,14 @@ def check_out_indices(out_indices: Any, num_features: int) -> Union[int, Tuple[i
         raise ValueError(f'out_indices: expected distinct feature indices in increasing order (the order of the '
                          f'returned maps), got {out_indices!r} (feature indices {take})')
     return tuple(int(i) for i in out_indices)
+
+
+def pop_out_indices(kwargs: Dict[str, Any], num_features: int, default: Union[int, Tuple[int, ...]]
+                    ) -> Union[int, Tuple[int, ...]]:
+    """Pop ``out_indices`` (``default`` if absent) from a builder's ``kwargs``; with ``features_only`` it is
+    checked by ``check_out_indices`` (without, timm ignores it, and the default may not fit a shallow model)."""
+    out_indices = kwargs.pop('out_indices', default)
+    return check_out_indices(out_indices, num_features) if kwargs.get('features_only') else out_indices
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -304,7 +312,7 @@ def build_staged_model(model_cls: type, variant: str, pretrained: bool, filter_f
     maps from ``forward_intermediates``, trailing stages pruned) over every stage of ``depths`` (default
     ``default_depths``); ``out_indices`` is checked by ``check_out_indices``."""
     num_stages = len(kwargs.get('depths', default_depths))
-    out_indices = check_out_indices(kwargs.pop('out_indices', tuple(range(num_stages))), num_stages)
+    out_indices = pop_out_indices(kwargs, num_stages, tuple(range(num_stages)))
     resolve_pretrained(variant, pretrained, kwargs)  # the file through attnzoo's checkpoint loader
     return build_model_with_cfg(
         model_cls, variant, pretrained,

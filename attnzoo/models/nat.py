@@ -36,7 +36,7 @@ from timm.models.swin_transformer import PatchMerging
 from attnzoo.ops import NeighborhoodAttention2D
 
 from ._base import (
-    PooledClassifier, StagedClassifier, build_staged_model, check_drop_rates, check_image_batch, check_out_indices,
+    PooledClassifier, StagedClassifier, build_staged_model, check_drop_rates, check_image_batch, pop_out_indices,
     remap_state_dict, unwrap_state_dict)
 from ._pretrained import resolve_pretrained
 
@@ -682,7 +682,7 @@ def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
 def _create_nat_isotropic(variant: str, pretrained: bool = False, **kwargs) -> NATIsotropic:
     """Build an isotropic variant (``kwargs`` hold its ``depth``). ``features_only=True``: timm's getter over the
     blocks, by default the last 3; ``out_indices`` is checked by ``check_out_indices``."""
-    out_indices = check_out_indices(kwargs.pop('out_indices', 3), kwargs['depth'])
+    out_indices = pop_out_indices(kwargs, kwargs['depth'], 3)
     resolve_pretrained(variant, pretrained, kwargs)  # the file through attnzoo's checkpoint loader
     return build_model_with_cfg(
         NATIsotropic, variant, pretrained,

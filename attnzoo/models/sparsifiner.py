@@ -57,7 +57,7 @@ from attnzoo.ops.connectivity import connectivity_attention, topk_connectivity
 from attnzoo.ops.sparse import keep_budget, topk_attention
 from attnzoo.ops._dispatch import add_attention_macs, check_backend_name, get_backend, use_backend
 
-from ._base import check_drop_rates, check_out_indices, unmapped_keys_error, unwrap_state_dict
+from ._base import check_drop_rates, pop_out_indices, unmapped_keys_error, unwrap_state_dict
 from ._pretrained import resolve_pretrained
 
 __all__ = ['Sparsifiner', 'SparsifinerLVViT', 'MaskPredictor', 'SparsifinerAttention', 'LVViTPatchEmbed',
@@ -517,7 +517,7 @@ def _create_sparsifiner(variant: str, pretrained: bool = False, model_cls: type 
                         **kwargs) -> Sparsifiner:
     """Build a variant (``kwargs`` hold its ``depth``). ``features_only=True``: timm's getter over the blocks, by
     default the last 3; ``out_indices`` is checked by ``check_out_indices``."""
-    out_indices = check_out_indices(kwargs.pop('out_indices', 3), kwargs['depth'])
+    out_indices = pop_out_indices(kwargs, kwargs['depth'], 3)
     resolve_pretrained(variant, pretrained, kwargs)  # the file through attnzoo's checkpoint loader
     return build_model_with_cfg(
         model_cls, variant, pretrained,

@@ -147,20 +147,23 @@ class TimmClassifier(BaseModel):
     def forward(self, inputs: torch.Tensor, data_samples: Optional[torch.Tensor] = None,
                 mode: str = 'tensor'):
         if mode == 'loss':
-            return self.loss(inputs, data_samples)
+            return self._readable_loss(inputs, data_samples)
         if mode == 'predict':
             return self.predict(inputs, data_samples)
         if mode == 'tensor':
             return self.model(inputs)
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
-    def loss(self, inputs: torch.Tensor, data_samples: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Training loss; the unreadable images of the batch (label ``BAD_IMAGE_LABEL``) are left out, and a batch
-        of nothing else gives a zero loss that still reaches every parameter (as DDP needs)."""
+    def _readable_loss(self, inputs: torch.Tensor, data_samples: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``loss`` of the readable images of the batch: the unreadable ones (label ``BAD_IMAGE_LABEL``) are left
+        out, and a batch of nothing else gives a zero loss that still reaches every parameter (as DDP needs)."""
         readable = data_samples != BAD_IMAGE_LABEL
         if not readable.any():
             return dict(loss=self.model(inputs).sum() * 0.)
-        inputs, target = inputs[readable], data_samples[readable]
+        return self.loss(inputs[readable], data_samples[readable])
+
+    def loss(self, inputs: torch.Tensor, data_samples: torch.Tensor) -> Dict[str, torch.Tensor]:
+        target = data_samples
         if self.mixup_fn is not None:
             if len(inputs) % 2 == 0:
                 inputs, target = self.mixup_fn(inputs, target)

@@ -74,3 +74,12 @@ def test_drop_path_rate_inside_0_1_trains(name):
     model = timm.create_model(name, num_classes=2, drop_path_rate=0.5, drop_rate=0.5).train()
     size = model.pretrained_cfg['input_size']
     model(torch.randn(2, *size)).sum().backward()
+
+
+@pytest.mark.parametrize('name', ['nat_isotropic_small', 'sparsifiner_deit_tiny'])
+def test_default_out_indices_of_a_shallow_model_only_matter_with_features_only(name):
+    with torch.device('meta'):
+        assert len(timm.create_model(name, depth=2).blocks) == 2  # the default (last 3) is not used
+        with pytest.raises(ValueError, match=r'out_indices: last-n \(3\) is out of range \(1 to 2\)'):
+            timm.create_model(name, depth=2, features_only=True)
+        assert len(timm.create_model(name, depth=2, features_only=True, out_indices=2).feature_info) == 2

@@ -113,3 +113,15 @@ def test_digits_two_phase_demo_end_to_end(tmp_path):
     assert l1[-1] < 0.75 * l1[0]
     assert sum(l2[-3:]) / 3 < sum(l2[:3]) / 3
     assert dense[-1] > 85 and sparse[-1] > dense[-1] - 4
+
+
+@pytest.mark.parametrize('phase', ['recon', 'finetune'])
+def test_training_loss_leaves_unreadable_images_out(phase):
+    from attnzoo.tasks.classification import BAD_IMAGE_LABEL
+    m = build(phase).train()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, BAD_IMAGE_LABEL, 2, 3])
+    losses = m(x, y, mode='loss')
+    expect = m.loss(x[[0, 2, 3]], y[[0, 2, 3]])
+    assert set(losses) == set(expect)
+    for k in expect:
+        torch.testing.assert_close(losses[k], expect[k])
