@@ -3,6 +3,8 @@
 # (set `model_name` in each dataset dict); the training augmentation is timm train.py's /
 # the NAT repo's: RandomResizedCrop(0.08-1), hflip, RandAugment rand-m9-mstd0.5-inc1,
 # random interpolation, RandomErasing p=0.25 (pixel mode).
+# A file that cannot be decoded (empty, not an image, truncated) is left out of training and of the accuracy,
+# and named in a warning (ImageNetFolder's on_bad_image='skip'); on_bad_image='error' makes it an error naming it.
 imagenet_root = 'data/imagenet'
 imagenet_train_transform = dict(
     scale=(0.08, 1.0), ratio=(3. / 4., 4. / 3.), hflip=0.5, color_jitter=0.4,
