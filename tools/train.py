@@ -8,10 +8,21 @@ Distributed (DDP; NCCL on CUDA, gloo on CPU):
 
     torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch
 
-``--resume`` without a path continues from the newest checkpoint in the work dir (mmengine's
-``last_checkpoint``); with a path, from that file. Checkpoints are saved at every epoch end, so a
-run killed mid-epoch restarts that epoch. The last log line is a summary:
-``Final: top1=.. top5=.. epochs=.. iters=.. best_top1=.. time=..s``.
+Resuming (``attnzoo.tasks.checkpointing``):
+
+* ``--resume``: continue from the newest checkpoint of the work dir that loads (``epoch_<n>.pth`` /
+  ``iter_<n>.pth`` and the file ``last_checkpoint`` names, highest step first); files that do not load
+  (a truncated or corrupt file) are skipped with a warning naming them. Nothing to resume is an error.
+* ``--resume auto``: the same, but start from scratch when there is nothing to resume.
+* ``--resume CKPT``: continue from that file.
+
+Every checkpoint and the ``last_checkpoint`` pointer is written atomically (a ``.part`` file renamed when
+complete), and an old checkpoint is deleted only after its successor is complete, so a kill at any moment
+(SIGKILL included) costs at most the work since the last complete checkpoint: the epoch in progress, or
+the one whose checkpoint was being written. Under DDP rank 0 writes and picks the file; every rank resumes it.
+
+The last log line is a summary, ``Final: top1=.. top5=.. epochs=.. iters=.. best_top1=.. time=..s``; after a
+resume its best value and training time include the runs before the checkpoint.
 """
 import argparse
 import os.path as osp
@@ -28,8 +39,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a model (mmengine Runner).')
     p.add_argument('config', help='mmengine config file (configs/<task>/<name>.py)')
     p.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config name>)')
-    p.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
-                   help='resume from CKPT, or from the latest checkpoint in the work dir if no path')
+    p.add_argument('--resume', nargs='?', const=True, default=None, metavar='auto|CKPT',
+                   help='no value: resume from the newest checkpoint in the work dir that loads (an error if none); '
+                        '`auto`: the same, or start from scratch if none; CKPT: resume from that file')
     p.add_argument('--data-root', help='override the dataset root of every dataloader')
     p.add_argument('--amp', choices=['fp16', 'bf16', 'none'],
                    help='mixed precision override (CPU supports bf16 only)')
@@ -71,16 +83,12 @@ def main(argv=None):
     args = parse_args(argv)
     import attnzoo  # noqa: F401  registers the models with timm
     import attnzoo.tasks as tasks  # registers the task components with mmengine
+    from attnzoo.tasks.checkpointing import configure_resume
 
     cfg = Config.fromfile(args.config)
     apply_common_overrides(cfg, args)
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume:
-        cfg.resume = True
-        cfg.load_from = args.resume
     tasks.setup_launcher(cfg, args.launcher)
+    configure_resume(cfg, args.resume, trusted=args.trust_checkpoint)
     tasks.setup_cpu_threads(cfg)
     tasks.register_checkpoint_loader(trusted=args.trust_checkpoint)
 

@@ -8,6 +8,7 @@ import os
 
 import torch
 
+from . import checkpointing  # noqa: F401  (registers AtomicCheckpointHook, the configs' checkpoint hook)
 from . import classification  # noqa: F401  (registers the classification components)
 from . import detection  # noqa: F401  (registers the detection components)
 from . import segmentation  # noqa: F401  (registers the segmentation components)
@@ -17,7 +18,7 @@ from .runner import StrictRunner, register_checkpoint_loader
 
 register_checkpoint_loader()  # mmengine reads local checkpoints tensors-only, plus the types its own files need
 
-__all__ = ['classification', 'detection', 'segmentation', 'sparsifiner', 'super_resolution',
+__all__ = ['checkpointing', 'classification', 'detection', 'segmentation', 'sparsifiner', 'super_resolution',
            'StrictRunner', 'register_checkpoint_loader', 'setup_launcher', 'setup_cpu_threads']
 
 

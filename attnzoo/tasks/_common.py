@@ -1,4 +1,6 @@
-"""Glue shared by the task modules: demo-dataset preparation and the ``Final: ...`` summary hooks."""
+"""Glue shared by the task modules: demo-dataset preparation and the ``Final: ...`` summary hooks (whose state
+lives in the checkpoints, so it survives a resume)."""
+import numbers
 import os
 import os.path as osp
 import shutil
@@ -8,7 +10,8 @@ from typing import Callable, Dict, Iterable, Optional, Union
 from mmengine.dist import barrier, is_main_process
 from mmengine.hooks import Hook
 
-__all__ = ['staging_dir', 'publish_dir', 'prepare_dataset', 'find_metric', 'final_line', 'SummaryHook']
+__all__ = ['staging_dir', 'publish_dir', 'prepare_dataset', 'find_metric', 'final_line', 'scalar_metrics',
+           'SummaryHook']
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,16 +61,29 @@ def final_line(parts: Iterable[str], seconds: float, **extra) -> str:
     return 'Final: ' + ' '.join([*parts, *(f'{k}={v}' for k, v in extra.items()), f'time={seconds:.1f}s'])
 
 
+def scalar_metrics(metrics: dict) -> Dict[str, float]:
+    """The real-number entries of an evaluator's metric dict, as Python floats (what a summary line reports, and
+    what a checkpoint can hold without full unpickling)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}
+
+
 class SummaryHook(Hook):
     """Logs one ``Final: ...`` line at the end of training (last validation metrics, the best value of one metric,
-    the runner's counters, wall time) and of testing (test metrics, test-set size, wall time); the line is also
+    the runner's counters, training time) and of testing (test metrics, test-set size, wall time); the line is also
     kept in ``summary``.
+
+    The training state of the line (best value, last metrics, training seconds) is saved with every checkpoint,
+    in its message hub under ``state_key``, which mmengine restores on a resume only (not for ``load_from``): after
+    a resume the best value covers the validations before the checkpoint too, and ``time`` adds the training time
+    up to the checkpoint to the resumed run's. The hook sees the validation metrics before the checkpoint hook
+    (priority ``LOW``), so a checkpoint re-saved for a new best holds that best.
 
     Subclasses implement :meth:`format` and :meth:`best_candidate` and set ``best_name`` / ``best_fmt`` (how the
     best value is reported), ``counters`` (runner attributes reported after training, by name) and ``count_name``
     (what the test-set size is called).
     """
-    priority = 'VERY_LOW'
+    priority = 'LOW'  # after the logger (so the line comes last), before CheckpointHook (VERY_LOW)
+    state_key = 'summary_hook'
     best_name = 'best'
     best_fmt = '.4f'
     counters: Dict[str, str] = {'epochs': 'epoch', 'iters': 'iter'}
@@ -75,7 +91,8 @@ class SummaryHook(Hook):
 
     def __init__(self):
         self._t: Optional[float] = None
-        self.last_metrics: Optional[dict] = None
+        self._seconds_before = 0.0  # training time of the runs before a resume, up to the checkpoint resumed
+        self.last_metrics: Optional[Dict[str, float]] = None
         self.best: Optional[float] = None
         self.summary: Optional[str] = None
 
@@ -87,16 +104,30 @@ class SummaryHook(Hook):
         """The value of the tracked metric in one validation's ``metrics`` (None if absent)."""
         raise NotImplementedError
 
-    def _log(self, runner, metrics: Optional[dict], **extra) -> None:
-        self.summary = self.format(metrics, time.time() - (self._t or time.time()), **extra)
-        runner.logger.info(self.summary)
+    def _elapsed(self) -> float:
+        return time.time() - (self._t or time.time())
+
+    def state_dict(self) -> dict:
+        """The training state of the summary: ``best``, ``last_metrics``, ``train_seconds`` (so far)."""
+        return dict(best=self.best, last_metrics=self.last_metrics,
+                    train_seconds=self._seconds_before + self._elapsed())
 
     def before_train(self, runner) -> None:
+        state = runner.message_hub.get_info(self.state_key) or {}  # restored by a resume, else empty
+        self.best = state.get('best')
+        self.last_metrics = state.get('last_metrics')
+        self._seconds_before = state.get('train_seconds', 0.0)
         self._t = time.time()
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Put :meth:`state_dict` into the checkpoint's message hub (mmengine's ``MessageHub.state_dict`` layout)."""
+        hub = checkpoint['message_hub']
+        hub['runtime_info'][self.state_key] = self.state_dict()
+        hub['resumed_keys'][self.state_key] = True
 
     def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
         if metrics:
-            self.last_metrics = dict(metrics)
+            self.last_metrics = scalar_metrics(metrics)
             value = self.best_candidate(metrics)
             if value is not None and (self.best is None or value > self.best):
                 self.best = float(value)
@@ -105,10 +136,12 @@ class SummaryHook(Hook):
         extra = {name: getattr(runner, attr) for name, attr in self.counters.items()}
         if self.best is not None:
             extra[self.best_name] = f'{self.best:{self.best_fmt}}'
-        self._log(runner, self.last_metrics, **extra)
+        self.summary = self.format(self.last_metrics, self._seconds_before + self._elapsed(), **extra)
+        runner.logger.info(self.summary)
 
     def before_test(self, runner) -> None:
         self._t = time.time()
 
     def after_test_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
-        self._log(runner, metrics, **{self.count_name: len(runner.test_dataloader.dataset)})
+        self.summary = self.format(metrics, self._elapsed(), **{self.count_name: len(runner.test_dataloader.dataset)})
+        runner.logger.info(self.summary)

@@ -40,7 +40,7 @@ param_scheduler = [dict(type='MultiStepLR', by_epoch=False, milestones=[200, 260
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=demo_iters, val_interval=150)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=demo_iters, max_keep_ckpts=1,
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=demo_iters, max_keep_ckpts=1,
                     save_best='psnr', rule='greater'),
 )
 custom_hooks = [dict(type='SRSummaryHook')]  # no EMA: 300 iterations are too few for a 0.999 average

@@ -159,8 +159,12 @@ def test_ddp_two_cpu_processes_gloo(folder, tmp_path):
     single = run([TEST, DEMO, wd / 'epoch_1.pth', '--work-dir', tmp_path / 'wd_test', '--data-root', folder,
                   '--cfg-options', 'test_dataloader.batch_size=4'], cwd=tmp_path).stdout
     assert final(single)[0] == pytest.approx(top1, abs=1e-6) and 'samples=6' in final(single)[2]
-    # --resume under DDP continues after the last checkpoint
+    # --resume under DDP continues after the last checkpoint that loads: rank 0 skips a newer, truncated one (a
+    # kill mid-write) that the pointer names, and every rank resumes its choice (or the ranks' steps would differ)
+    (wd / 'epoch_9.pth').write_bytes((wd / 'epoch_1.pth').read_bytes()[:4096])
+    (wd / 'last_checkpoint').write_text(str(wd / 'epoch_9.pth'))
     resumed = torchrun('--resume', epochs=2)
+    assert f'--resume skips {wd / "epoch_9.pth"}' in resumed and 'truncated' in resumed
     assert 'resumed epoch: 1, iter: 3' in resumed
     assert 'Epoch(train) [1]' not in resumed and 'Epoch(train) [2][1/3]' in resumed
     assert 'epochs=2 iters=6' in final(resumed)[2] and (wd / 'epoch_2.pth').is_file()

@@ -64,7 +64,7 @@ test_cfg = dict()
 sync_bn = 'torch'  # the heads' BN becomes SyncBN under DDP (mmseg's SyncBN)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=16000, max_keep_ckpts=3, save_best='mIoU',
-                    rule='greater'))
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=16000, max_keep_ckpts=3,
+                    save_best='mIoU', rule='greater'))
 custom_hooks = [dict(type='DenseSummaryHook', keys=('mIoU', 'mAcc', 'aAcc'))]
 log_processor = dict(by_epoch=False)

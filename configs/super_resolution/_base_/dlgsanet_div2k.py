@@ -53,7 +53,7 @@ test_cfg = dict()
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=10_000, max_keep_ckpts=3,
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=10_000, max_keep_ckpts=3,
                     save_best='psnr', rule='greater'),
 )
 custom_hooks = [
