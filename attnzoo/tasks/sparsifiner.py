@@ -22,7 +22,9 @@
 
 ``init_checkpoint`` loads the student (and teacher) from a file: a timm/DeiT/LV-ViT checkpoint (predictor
 freshly initialised), an official Sparsifiner state dict, or an mmengine Runner checkpoint of an earlier
-phase (``state_dict`` with ``model.`` keys). A Runner checkpoint's ``teacher.`` keys, when present, load the
+phase (``state_dict`` with ``model.`` keys). It is read tensors-only (attnzoo's checkpoint loader) and loaded
+strictly; ``init_replace_head=True`` lets a classifier of another size keep its init (fine-tuning to another
+class count). A Runner checkpoint's ``teacher.`` keys, when present, load the
 teacher: in the official single 50-epoch run the teacher keeps the pretrained weights and BatchNorm
 statistics while phase 1 updates the student's (LV-ViT's conv stem has BatchNorm; DeiT has none, so there
 both are the same).
@@ -38,16 +40,13 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from timm.data.mixup import mixup_target
 
+from ..utils.checkpoint import load_checkpoint, load_state_dict_strict
 from .classification import TimmClassifier
 
 __all__ = ['SparsifinerClassifier', 'load_student_checkpoint', 'Phase2Outputs', 'phase2_outputs',
            'class_token_logits', 'logit_distillation', 'token_distillation']
 
 PHASES = ('recon', 'finetune')
-
-
-def _read_checkpoint(path: str) -> dict:
-    return torch.load(path, map_location='cpu', weights_only=False)
 
 
 def _runner_state(sd: dict, prefix: str) -> Optional[Dict[str, torch.Tensor]]:
@@ -59,25 +58,20 @@ def _runner_state(sd: dict, prefix: str) -> Optional[Dict[str, torch.Tensor]]:
     return None
 
 
-def _load_state(model: torch.nn.Module, sd: dict, path: str) -> None:
-    """Load ``sd`` into a Sparsifiner network through its ``checkpoint_filter_fn`` (strict, except a
-    classifier of another size, which is left as initialised)."""
+def _load_state(model: torch.nn.Module, sd: dict, path: str, replace_head: bool = False) -> None:
+    """Load ``sd`` into a Sparsifiner network through its ``checkpoint_filter_fn``, strictly; with
+    ``replace_head`` the classifiers (``head``, LV-ViT's ``aux_head``) may be missing or of another size and then
+    keep their init."""
     from attnzoo.models.sparsifiner import checkpoint_filter_fn
-    sd = checkpoint_filter_fn(sd, model)
-    own = model.state_dict()
-    heads = ('head.', 'aux_head.')
-    for key in [k for k in sd if k.startswith(heads) and (k not in own or sd[k].shape != own[k].shape)]:
-        sd.pop(key)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if unexpected or [k for k in missing if not k.startswith(heads)]:
-        raise ValueError(f'init_checkpoint={path!r}: missing {missing}, unexpected {unexpected}')
+    heads = ('head', 'aux_head') if replace_head else ()
+    load_state_dict_strict(model, checkpoint_filter_fn(sd, model), f'init_checkpoint={path!r}', heads)
 
 
-def load_student_checkpoint(model: torch.nn.Module, path: str) -> None:
+def load_student_checkpoint(model: torch.nn.Module, path: str, replace_head: bool = False) -> None:
     """Load ``path`` (a model state dict, or the ``model.`` keys of a Runner checkpoint) into a Sparsifiner
-    network through its ``checkpoint_filter_fn`` (strict, except a classifier of another size)."""
-    sd = _read_checkpoint(path)
-    _load_state(model, _runner_state(sd, 'model.') or sd, path)
+    network through its ``checkpoint_filter_fn``, strictly (``replace_head``: see ``_load_state``)."""
+    sd = load_checkpoint(path)
+    _load_state(model, _runner_state(sd, 'model.') or sd, path, replace_head)
 
 
 def class_token_logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -147,7 +141,9 @@ class SparsifinerClassifier(TimmClassifier):
     Args:
         phase: ``'recon'`` (phase 1) or ``'finetune'`` (phase 2).
         init_checkpoint: file the student and teacher start from (None: the model's own init, e.g.
-            ``model_kwargs=dict(pretrained=True)`` for the DeiT / LV-ViT weights).
+            ``model_kwargs=dict(pretrained=True)`` for the DeiT / LV-ViT weights), loaded strictly.
+        init_replace_head: let the classifier of ``init_checkpoint`` be missing or of another size (it then
+            keeps its init): fine-tuning to another class count. False: every key must fit.
         recon_weight: weight of the attention distillation loss (official ``ATTN_RECON.WEIGHT`` 0.01).
         cls_distill_weight / token_distill_weight: phase-2 KL and token MSE weights (official
             ``CLS_DISTILL.WEIGHT`` / ``TOKEN_DISTILL.WEIGHT``: 0.5 / 0.5).
@@ -155,10 +151,13 @@ class SparsifinerClassifier(TimmClassifier):
     """
 
     def __init__(self, model_name: str, phase: str = 'recon', init_checkpoint: Optional[str] = None,
-                 recon_weight: float = 0.01, cls_distill_weight: float = 0.5, token_distill_weight: float = 0.5,
+                 init_replace_head: bool = False, recon_weight: float = 0.01, cls_distill_weight: float = 0.5,
+                 token_distill_weight: float = 0.5,
                  **kwargs):
         if phase not in PHASES:
             raise ValueError(f'phase must be one of {PHASES}, got {phase!r}')
+        if not isinstance(init_replace_head, bool):
+            raise TypeError(f'init_replace_head must be a bool, got {init_replace_head!r}')
         weights = dict(recon_weight=recon_weight, cls_distill_weight=cls_distill_weight,
                        token_distill_weight=token_distill_weight)
         weights = {k: _check_weight(k, v) for k, v in weights.items()}
@@ -169,8 +168,8 @@ class SparsifinerClassifier(TimmClassifier):
                              '(sparsifiner_deit_* / sparsifiner_lvvit_*)')
         teacher_state = None
         if init_checkpoint:
-            sd = _read_checkpoint(init_checkpoint)
-            _load_state(self.model, _runner_state(sd, 'model.') or sd, init_checkpoint)
+            sd = load_checkpoint(init_checkpoint)
+            _load_state(self.model, _runner_state(sd, 'model.') or sd, init_checkpoint, init_replace_head)
             teacher_state = _runner_state(sd, 'teacher.')
         self.phase = phase
         self.recon_weight = weights['recon_weight']
@@ -179,7 +178,7 @@ class SparsifinerClassifier(TimmClassifier):
         # the teacher: the same dense backbone, frozen (predictor unused at keep rate 1.0)
         self.teacher = copy.deepcopy(self.model)
         if teacher_state is not None:
-            _load_state(self.teacher, teacher_state, init_checkpoint)
+            _load_state(self.teacher, teacher_state, init_checkpoint, init_replace_head)
         self.teacher.set_keep_rate(1.0)
         self.teacher.set_record_attn(phase == 'recon')
         self.teacher.requires_grad_(False)

@@ -125,3 +125,23 @@ def test_training_loss_leaves_unreadable_images_out(phase):
     assert set(losses) == set(expect)
     for k in expect:
         torch.testing.assert_close(losses[k], expect[k])
+
+
+def test_init_checkpoint_is_strict_and_tensors_only(tmp_path):
+    """A classifier of another size is an error unless init_replace_head=True; a file that needs full
+    unpickling is refused (it used to be unpickled fully)."""
+    import os
+    from attnzoo.utils.checkpoint import CheckpointError
+    source = build('recon')
+    wide = tmp_path / 'ten_classes.pth'
+    torch.save({'state_dict': {f'model.{k}': (torch.zeros(10, *v.shape[1:]) if k.startswith('head.') else v)
+                               for k, v in source.model.state_dict().items()}}, wide)
+    with pytest.raises(CheckpointError, match=r'(?s)does not fit.*head\.weight: \(10, 32\) in the file, \(4, 32\)'):
+        build('finetune', init_checkpoint=str(wide))
+    m = build('finetune', init_checkpoint=str(wide), init_replace_head=True)
+    assert torch.equal(m.model.blocks[0].attn.qkv.weight, source.model.blocks[0].attn.qkv.weight)
+    assert m.model.head.weight.shape == (4, 32) and m.model.head.weight.abs().sum() > 0  # kept its init
+    code = tmp_path / 'code.pth'
+    torch.save({'model': source.model.state_dict(), 'hook': os.getpid}, code)
+    with pytest.raises(CheckpointError, match='needs full unpickling.*--trust-checkpoint'):
+        build('finetune', init_checkpoint=str(code))
