@@ -116,3 +116,31 @@ def test_demo_beats_bicubic(tmp_path):
     psnr, ssim, psnr_bic, ssim_bic, gain = final(out)
     assert psnr_bic == pytest.approx(31.7127, abs=1e-4) and ssim_bic == pytest.approx(0.9458, abs=1e-4)
     assert gain > 0, out[-2000:]
+
+
+def test_sr_tool_refuses_to_overwrite_its_input_and_misfit_or_untrusted_weights(tmp_path):
+    import timm
+
+    import attnzoo  # noqa: F401
+    from attnzoo.tasks.super_resolution import read_image, write_image
+    from attnzoo.utils.checkpoint import CheckpointError
+    kw = ['--model-kwargs', 'dim=6', 'groups=1', 'blocks=1', 'num_heads=1']
+    img = tmp_path / 'lr.png'
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 14, 3), dtype=np.uint8)
+    write_image(str(img), pixels)
+    with pytest.raises(SystemExit, match='is the input image itself; pass --overwrite'):
+        sr_main([str(img), '--model', 'dlgsanet_tiny_x2', '--out', str(img), '--device', 'cpu', *kw])
+    assert np.array_equal(read_image(str(img)), pixels)  # untouched
+    assert sr_main([str(img), '--model', 'dlgsanet_tiny_x2', '--out', str(img), '--overwrite', '--device', 'cpu',
+                    *kw]) == str(img) and read_image(str(img)).shape == (20, 28, 3)
+
+    other = timm.create_model('dlgsanet_tiny_x2', dim=12, groups=1, blocks=1, num_heads=1)  # another width
+    wide = tmp_path / 'wide.pth'
+    torch.save(other.state_dict(), wide)
+    with pytest.raises(CheckpointError, match='does not fit DLGSANet'):
+        sr_main([str(img), '--model', 'dlgsanet_tiny_x2', '--checkpoint', str(wide), '--out', str(tmp_path / 'o.png'),
+                 '--device', 'cpu', *kw])
+    code = tmp_path / 'code.pth'
+    torch.save({'params': other.state_dict(), 'hook': os.getpid}, code)
+    with pytest.raises(CheckpointError, match='needs full unpickling.*--trust-checkpoint'):
+        sr_main([str(img), '--model', 'dlgsanet_tiny_x2', '--checkpoint', str(code), '--device', 'cpu', *kw])
