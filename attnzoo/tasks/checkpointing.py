@@ -132,8 +132,9 @@ class AtomicCheckpointHook(CheckpointHook):
     Every file goes through :class:`AtomicLocalBackend`: a checkpoint, a best checkpoint and the ``last_checkpoint``
     pointer are each written to ``<name>.part`` and renamed when complete; the checkpoint leaving
     ``max_keep_ckpts`` and a replaced best checkpoint are deleted after the new checkpoint and the pointer are
-    complete. Rank 0 writes. ``*.part`` files of a killed earlier run are removed before training. Local folders
-    only: ``backend_args`` / ``file_client_args`` (remote storage) are refused.
+    complete. Rank 0 writes. ``*.part`` files of a killed earlier run are removed before training; a kill between
+    a save and the deletion it allows leaves the older checkpoint in place (one file more than ``max_keep_ckpts``,
+    never one less). Local folders only: ``backend_args`` / ``file_client_args`` (remote storage) are refused.
     """
 
     def __init__(self, *args, backend_args: Optional[dict] = None, file_client_args: Optional[dict] = None,
@@ -178,10 +179,9 @@ class AtomicCheckpointHook(CheckpointHook):
             return
         if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
             expired = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(self.keep_ckpt_ids.popleft()))
-            if is_main_process() and self.file_backend.isfile(expired):
-                self.file_backend.remove(expired)
-            elif is_main_process() and self.file_backend.isdir(expired):  # DeepSpeed saves a folder
-                self.file_backend.rmtree(expired)
+            if is_main_process() and self.file_backend.exists(expired):  # a folder: saved by DeepSpeed
+                remove = self.file_backend.rmtree if self.file_backend.isdir(expired) else self.file_backend.remove
+                remove(expired)
         self.keep_ckpt_ids.append(step)
         runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
 

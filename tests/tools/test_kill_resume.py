@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from attnzoo.utils.checkpoint import load_checkpoint
+from test_sr_tools import DEMO as SR_DEMO
+from test_sr_tools import TINY as SR_TINY
+from test_sr_tools import photos  # noqa: F401  (a fixture)
 from test_train_test_tools import DEMO, SMALL, TRAIN, final, folder, run  # noqa: F401  (folder: a fixture)
 
 HERE = Path(__file__).resolve().parent
@@ -21,12 +24,12 @@ ENV = {'PYTHONPATH': str(HERE)}  # fault_injection importable by the run
 VAL_TOP1 = re.compile(r'Epoch\(val\) \[\d+\]\[\d+/\d+\]\s+accuracy/top1: ([\d.]+)')
 
 
-def fault_config(tmp_path: Path) -> Path:
-    """The digits demo (max_keep_ckpts=1) with tests/tools/fault_injection.py imported."""
+def fault_config(tmp_path: Path, base: Path = DEMO, summary: str = 'ClsSummaryHook') -> Path:
+    """``base`` (default: the digits demo, max_keep_ckpts=1) with tests/tools/fault_injection.py imported."""
     cfg = tmp_path / 'demo_faults.py'
-    cfg.write_text(f"_base_ = {str(DEMO)!r}\n"
+    cfg.write_text(f"_base_ = {str(base)!r}\n"
                    "custom_imports = dict(imports=['fault_injection'], allow_failed_imports=False)\n"
-                   "custom_hooks = [dict(type='ClsSummaryHook'), dict(type='SleepBeforeEpochHook')]\n")
+                   f"custom_hooks = [dict(type={summary!r}), dict(type='SleepBeforeEpochHook')]\n")
     return cfg
 
 
@@ -73,6 +76,27 @@ def test_sigkill_during_a_save_then_resume(folder, tmp_path, target, resumed_epo
     assert float(re.search(r'time=([\d.]+)s', rest).group(1)) >= state['train_seconds']
     assert (wd / 'epoch_3.pth').is_file()
     assert_consistent(wd)
+
+
+def test_iteration_based_sigkill_during_a_save_then_resume(photos, tmp_path):
+    """The same for an iteration-based task (super-resolution, iter_<n>.pth): killed while iter_4.pth is written,
+    the run resumes at iteration 2 and its summary's best PSNR covers the validation before the kill."""
+    wd = tmp_path / 'wd'
+    args = [TRAIN, fault_config(tmp_path, SR_DEMO, 'SRSummaryHook'), '--work-dir', wd, '--data-root', photos,
+            '--cfg-options', *SR_TINY, 'train_cfg.max_iters=6']
+    killed = run(args, cwd=tmp_path, check=False, env_extra={**ENV, 'ATTNZOO_TEST_KILL_WRITING': 'iter_4.pth'})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
+    assert (wd / 'iter_2.pth').is_file() and not (wd / 'iter_4.pth').exists()
+    assert_consistent(wd)
+    killed_psnr = [float(v) for v in re.findall(r'Iter\(val\) \[\d+/\d+\]\s+psnr: ([\d.]+)', killed.stdout)]
+    assert summary_state(wd / 'iter_2.pth')['best'] == pytest.approx(max(killed_psnr))
+
+    out = run([*args, '--resume'], cwd=tmp_path, env_extra=ENV).stdout
+    assert 'resumed epoch: 0, iter: 2' in out and 'Iter(train) [1/6]' not in out and 'Iter(train) [3/6]' in out
+    psnr = [float(v) for v in re.findall(r'Iter\(val\) \[\d+/\d+\]\s+psnr: ([\d.]+)', out)]
+    best = float(re.search(r'Final: .* best_psnr=([\d.]+)', out).group(1))
+    assert 'iters=6' in out and best == pytest.approx(max(killed_psnr + psnr), abs=1e-4)
+    assert (wd / 'iter_6.pth').is_file() and not list(wd.glob('*.part'))
 
 
 def test_resume_with_nothing_to_resume(folder, tmp_path):
