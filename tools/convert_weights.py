@@ -5,15 +5,21 @@
 The model family's own ``checkpoint_filter_fn`` does the mapping (the same function that
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=...))`` uses), then
 the result is loaded strictly into the model, so a key that does not map stops the conversion
-with the list of offending keys. The classifier size is taken from the checkpoint. Use
-``--model-kwargs`` for checkpoints of non-registered widths/depths (e.g. ``embed_dim=16
+with the list of offending keys (missing, unexpected, of another size). The classifier size is taken from
+the checkpoint. Use ``--model-kwargs`` for checkpoints of non-registered widths/depths (e.g. ``embed_dim=16
 depths=[2,2,2,2]``). ``--out`` ending in ``.safetensors`` writes safetensors.
+
+Models with the same keys (NAT and DiNAT differ only in their dilations) cannot be told apart by the layout.
+Where the file records its architecture (``args.model`` of DeiT / ConvNeXt / timm training scripts) and names
+an attnzoo model, it must be ``--model``; otherwise the output says the architecture was not checked.
+The file is read tensors-only (plus the types of official checkpoints); ``--trust-checkpoint`` unpickles it
+fully, which can run code: only for files you trust.
 """
 import argparse
 import ast
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -34,18 +40,48 @@ def parse_kwargs(items: List[str]) -> Dict[str, Any]:
     return out
 
 
-def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """Load a checkpoint file (.pth/.pt/.bin via torch, .safetensors via safetensors)."""
+def load_checkpoint(path: Path, trusted: bool = False) -> Dict[str, Any]:
+    """Load a checkpoint file (.safetensors via safetensors, anything else via torch) with attnzoo's loader."""
+    from attnzoo.utils.checkpoint import load_checkpoint as load
     if not path.is_file():
         raise SystemExit(f'--src: no such file {path}')
-    if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    return torch.load(path, map_location='cpu', weights_only=True)
+    return load(path, trusted=trusted)
+
+
+def recorded_architecture(checkpoint: Dict[str, Any]) -> Optional[str]:
+    """The model name a training checkpoint records (``args.model``, an ``argparse.Namespace`` or dict), or None
+    (bare state dicts and the stripped releases record none)."""
+    args = checkpoint.get('args')
+    name = args.get('model') if isinstance(args, dict) else getattr(args, 'model', None)
+    return name if isinstance(name, str) else None
+
+
+def check_architecture(model_name: str, checkpoint: Dict[str, Any]) -> str:
+    """Compare the architecture the file records with ``model_name``; returns what the output says about it.
+
+    Raises:
+        SystemExit: the file records another attnzoo model.
+    """
+    import timm
+    import attnzoo  # noqa: F401  (registers the models)
+    recorded = recorded_architecture(checkpoint)
+    if recorded is None:
+        return (f'the file records no architecture: its layout matched {model_name}, but the architecture could '
+                f'not be checked (models with the same keys, e.g. NAT and DiNAT, look alike)')
+    name = recorded.lower().split('.')[0]
+    if name == model_name.lower():
+        return f'architecture {recorded} recorded in the file matches'
+    if timm.is_model(name) and timm.models.model_entrypoint(name).__module__.startswith('attnzoo.'):
+        raise SystemExit(f'--model {model_name}: the file is a {recorded} checkpoint (its args.model); convert it '
+                         f'with --model {name}')
+    return (f'the file records architecture {recorded!r}, not an attnzoo model name: its layout matched '
+            f'{model_name}, but the architecture could not be checked')
 
 
 def convert(model_name: str, checkpoint: Dict[str, Any], model_kwargs: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """Map ``checkpoint`` onto ``model_name`` and check it loads strictly. Returns our state dict."""
+    """Map ``checkpoint`` onto ``model_name`` and check it loads strictly (missing, unexpected and
+    size-mismatched keys listed). Returns our state dict."""
+    from attnzoo.utils.checkpoint import load_state_dict_strict
     import timm
     import attnzoo  # noqa: F401  (registers the models)
     if not timm.is_model(model_name):
@@ -61,11 +97,7 @@ def convert(model_name: str, checkpoint: Dict[str, Any], model_kwargs: Dict[str,
     if head_key and head_key in state_dict and state_dict[head_key].shape[0] != model.num_classes:
         model = timm.create_model(model_name, pretrained=False, num_classes=state_dict[head_key].shape[0],
                                   **model_kwargs)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise SystemExit(f'{model_name}: the converted checkpoint does not match the model.\n'
-                         f'  missing keys ({len(missing)}): {missing[:20]}\n'
-                         f'  unexpected keys ({len(unexpected)}): {unexpected[:20]}')
+    load_state_dict_strict(model, state_dict, 'the converted checkpoint')
     return model.state_dict()
 
 
@@ -76,15 +108,20 @@ def main(argv=None):
     p.add_argument('--out', required=True, type=Path, help='output file (.pth or .safetensors)')
     p.add_argument('--model-kwargs', nargs='*', default=[], metavar='KEY=VALUE',
                    help='constructor overrides for checkpoints of non-registered sizes')
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help='fully unpickle --src (it can run code): only for files you trust')
     args = p.parse_args(argv)
-    state_dict = convert(args.model, load_checkpoint(args.src), parse_kwargs(args.model_kwargs))
+    checkpoint = load_checkpoint(args.src, args.trust_checkpoint)
+    architecture = check_architecture(args.model, checkpoint)
+    state_dict = convert(args.model, checkpoint, parse_kwargs(args.model_kwargs))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.suffix == '.safetensors':
         from safetensors.torch import save_file
         save_file({k: v.contiguous() for k, v in state_dict.items()}, str(args.out))
     else:
         torch.save(state_dict, args.out)
-    print(f'{args.model}: converted {args.src} -> {args.out} ({len(state_dict)} tensors, strict load OK)')
+    print(f'{args.model}: converted {args.src} -> {args.out} ({len(state_dict)} tensors, strict load OK; '
+          f'{architecture})')
 
 
 if __name__ == '__main__':

@@ -206,3 +206,40 @@ def test_distributed_script_parses_logs_and_makes_class_textures():
     a, b = dist._texture(0, 10, seed=1, size=32), dist._texture(5, 10, seed=1, size=32)
     assert a.shape == (32, 32, 3) and a.dtype == np.uint8
     assert np.array_equal(a, dist._texture(0, 10, seed=1, size=32)) and not np.array_equal(a, b)
+
+
+@pytest.mark.skipif(not (PARITY / 'nat_reduced.pt').exists(), reason='needs ../shared/parity (official fixtures)')
+def test_convert_checks_the_architecture_the_file_records(tmp_path, capsys):
+    """NAT and DiNAT share their keys: a NAT training checkpoint (args.model='nat_mini') is refused for
+    --model dinat_mini; a bare state dict converts with the note that the architecture was not checked."""
+    import argparse
+    fixture = torch.load(PARITY / 'nat_reduced.pt', weights_only=False)
+    tool = _load_tool('convert_weights')
+    out = tmp_path / 'ours.pth'
+    recorded = tmp_path / 'checkpoint-best.pth'
+    torch.save({'model': fixture['state_dict'], 'args': argparse.Namespace(model='nat_mini'), 'epoch': 1}, recorded)
+    with pytest.raises(SystemExit, match='is a nat_mini checkpoint .*--model nat_mini'):
+        tool.main(['--model', 'dinat_mini', '--src', str(recorded), '--out', str(out), '--model-kwargs', *NAT_REDUCED])
+    tool.main(['--model', 'nat_mini', '--src', str(recorded), '--out', str(out), '--model-kwargs', *NAT_REDUCED])
+    assert 'architecture nat_mini recorded in the file matches' in capsys.readouterr().out
+    bare = tmp_path / 'nat_mini.pth'
+    torch.save(fixture['state_dict'], bare)
+    tool.main(['--model', 'dinat_mini', '--src', str(bare), '--out', str(out), '--model-kwargs', *NAT_REDUCED])
+    assert 'the architecture could not be checked' in capsys.readouterr().out
+
+
+def test_convert_lists_keys_of_another_size_and_needs_trust_to_unpickle(tmp_path):
+    from attnzoo.utils.checkpoint import CheckpointError
+    tool = _load_tool('convert_weights')
+    small = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
+    src = tmp_path / 'wide.pth'
+    state = timm.create_model('nat_mini', **{**small, 'embed_dim': 32}).state_dict()
+    torch.save(state, src)
+    kwargs = ['embed_dim=16', 'depths=[1,1,1,1]', 'num_heads=[1,2,4,8]']
+    with pytest.raises(CheckpointError, match='of another size'):
+        tool.main(['--model', 'nat_mini', '--src', str(src), '--out', str(tmp_path / 'o.pth'), '--model-kwargs',
+                   *kwargs])
+    code = tmp_path / 'code.pth'
+    torch.save({'model': state, 'hook': os.getpid}, code)
+    with pytest.raises(CheckpointError, match='needs full unpickling.*--trust-checkpoint'):
+        tool.main(['--model', 'nat_mini', '--src', str(code), '--out', str(tmp_path / 'o.pth')])
