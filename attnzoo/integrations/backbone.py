@@ -27,6 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 
+from ..utils.checkpoint import load_checkpoint, load_state_dict_strict
+
 __all__ = ['DenseBackbone', 'dense_model_kwargs', 'dinat_dense_dilations', 'load_dense_checkpoint',
            'model_family', 'DENSE_PRESETS']
 
@@ -279,8 +281,12 @@ class DenseBackbone(BaseModule):
 
 
 def _read_checkpoint(checkpoint: Union[str, dict]) -> dict:
+    """A loaded dict as is; a local path through attnzoo's loader (tensors only, plus the types of official
+    and mmengine checkpoints); a URL / ``open-mmlab://`` name through mmengine's ``CheckpointLoader``."""
     if isinstance(checkpoint, dict):
         return checkpoint
+    if '://' not in checkpoint:
+        return load_checkpoint(checkpoint)
     from mmengine.runner.checkpoint import CheckpointLoader
     return CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
 
@@ -289,16 +295,16 @@ def load_dense_checkpoint(backbone: DenseBackbone, checkpoint: Union[str, dict],
                           strict: bool = True) -> Dict[str, List[str]]:
     """Load a classification or an official detection / segmentation checkpoint into ``backbone``.
 
-    ``checkpoint``: path / URL (read by mmengine's ``CheckpointLoader``: tensors only unless the tools allowed
-    their own files) or an already loaded dict. Wrappers (``state_dict`` / ``model``) are stripped; if keys
+    ``checkpoint``: a local path (read tensors-only by :func:`attnzoo.utils.checkpoint.load_checkpoint`), a URL
+    (mmengine's ``CheckpointLoader``) or an already loaded dict. Wrappers (``state_dict`` / ``model``) are stripped; if keys
     start with ``prefix`` (mmdet / mmseg checkpoints: ``backbone.``) only those are kept, without it. The
     official per-output norms (NAT/DiNAT ``norm{i}``, BiFormer ``extra_norms.{i}``) go to ``out_norms``; the rest
     goes through the family's ``checkpoint_filter_fn`` (which raises on keys that do not map). Heads and necks
     of the checkpoint are ignored.
 
-    With ``strict``, parameters of the network that the checkpoint does not provide raise (the final
-    classification norm and head, which dense backbones drop, excepted). Returns
-    ``dict(missing=[...], ignored=[...])``.
+    With ``strict``, parameters of the network that the checkpoint does not provide, keys that do not map and
+    tensors of another size raise a ``CheckpointError`` listing them (the final classification norm and head,
+    which dense backbones drop, excepted). Returns ``dict(missing=[...], ignored=[...])``.
     """
     state = _read_checkpoint(checkpoint)
     for key in ('state_dict', 'model', 'params_ema'):
@@ -330,15 +336,14 @@ def load_dense_checkpoint(backbone: DenseBackbone, checkpoint: Union[str, dict],
     filter_fn = getattr(sys.modules.get(type(net).__module__), 'checkpoint_filter_fn', None)
     if filter_fn is not None:
         state = filter_fn(state, net)
-    unexpected = [k for k in state if k not in net_state and not re.match(r'^(head|fc|norm|classifier)\b', k)]
-    if unexpected and strict:
-        raise ValueError(f'checkpoint: {len(unexpected)} key(s) do not map onto {backbone.model_name}: '
-                         f'{unexpected[:20]}')
-    state = {k: v for k, v in state.items() if k in net_state}
+    # classification heads and norms that the dense network does not have are ignored
+    state = {k: v for k, v in state.items() if k in net_state or not re.match(r'^(head|fc|norm|classifier)\b', k)}
     missing = [k for k in net_state if k not in state]
-    if missing and strict:
-        raise ValueError(f'checkpoint: {len(missing)} parameter(s) of {backbone.model_name} missing: {missing[:20]}')
-    net.load_state_dict(state, strict=False)
+    if strict:
+        source = f'checkpoint={checkpoint!r}' if isinstance(checkpoint, str) else 'checkpoint'
+        load_state_dict_strict(net, state, f'{source} (as {backbone.model_name} backbone)')
+    else:
+        net.load_state_dict({k: v for k, v in state.items() if k in net_state}, strict=False)
     if backbone.out_norms is not None and norm_state:
         backbone.out_norms.load_state_dict(norm_state, strict=True)
     elif backbone.out_norms is not None:

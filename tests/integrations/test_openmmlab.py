@@ -139,6 +139,31 @@ def test_classification_checkpoint_loads_and_bad_keys_are_named(parity_dir, tmp_
         integ.load_dense_checkpoint(b, missing)
 
 
+def test_init_cfg_checkpoint_is_strict_and_tensors_only(tmp_path):
+    """init_cfg: a classification checkpoint of another width is refused with the keys of another size; a
+    training file with argparse args loads without trust; a file needing full unpickling is refused."""
+    import argparse
+    import os
+    import timm
+    from attnzoo.utils.checkpoint import CheckpointError
+    small = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
+    source = timm.create_model('nat_mini', **small)
+    wide = tmp_path / 'wide.pth'
+    torch.save(timm.create_model('nat_mini', **{**small, 'embed_dim': 32}).state_dict(), wide)
+    backbone = DenseBackbone('nat_mini', model_kwargs=small, out_norm=False,
+                             init_cfg=dict(type='Pretrained', checkpoint=str(wide)))
+    with pytest.raises(CheckpointError, match='wide.pth.*does not fit(?s:.*)of another size'):
+        backbone.init_weights()
+    trained = tmp_path / 'checkpoint-best.pth'
+    torch.save({'model': source.state_dict(), 'args': argparse.Namespace(model='nat_mini'), 'epoch': 1}, trained)
+    integ.load_dense_checkpoint(backbone, str(trained))
+    assert torch.equal(backbone.network.state_dict()['stem.proj.0.weight'], source.state_dict()['stem.proj.0.weight'])
+    code = tmp_path / 'code.pth'
+    torch.save({'model': source.state_dict(), 'hook': os.getpid}, code)
+    with pytest.raises(CheckpointError, match='needs full unpickling.*--trust-checkpoint'):
+        integ.load_dense_checkpoint(backbone, str(code))
+
+
 # ------------------------------------------------------------------------------------ real OpenMMLab
 def _mm_inputs(n=2, size=(96, 128)):
     return torch.rand(n, 3, *size) * 255
