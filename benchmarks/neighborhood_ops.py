@@ -7,7 +7,8 @@ attention through ``scaled_dot_product_attention``.
 CUDA (``--device cuda``): the DiNAT-Tiny stage shapes at B=64 (56^2 h2, 28^2 h4, 14^2 h8, 7^2 h16,
 head_dim 32, k=7, every dilation DiNAT uses), forward and forward+backward, with and without RPB (an fp32
 table, as under autocast), attnzoo's ``triton``, ``flex`` and ``torch`` backends beside window attention
-through SDPA, bf16.
+through SDPA, bf16, with and without the same bias table (Swin's: a ``[heads, 49, 49]`` gather from the same
+``[heads, 13, 13]`` parameter, passed to SDPA as its mask); ``triton_rpb_over_window_rpb`` is the goal ratio.
 
 Writes a JSON file and prints a markdown table. Medians over interleaved repeats.
 """
@@ -24,15 +25,25 @@ import attnzoo.ops as ops
 from attnzoo.utils.machine import machine_name
 
 
-def window_attention(q, k, v, window):
-    """Non-overlapping ``window x window`` attention on ``[B, H, W, heads, D]`` (H, W multiples)."""
+def window_bias(rpb, window):
+    """``[heads, window^2, window^2]`` relative-position bias of a window (Swin's) gathered from ``rpb``
+    ``[heads, 2*window-1, 2*window-1]``, indexed by ``key - query + window - 1`` per axis."""
+    pos = torch.arange(window, device=rpb.device)
+    rel = pos[None, :] - pos[:, None] + window - 1  # [query, key] on one axis
+    index = rel[:, None, :, None] * (2 * window - 1) + rel[None, :, None, :]  # [qy, qx, ky, kx]
+    return rpb.flatten(1)[:, index.reshape(window ** 2, window ** 2)]
+
+
+def window_attention(q, k, v, window, bias=None):
+    """Non-overlapping ``window x window`` attention on ``[B, H, W, heads, D]`` (H, W multiples), with an optional
+    ``[heads, window^2, window^2]`` bias."""
     B, H, W, h, D = q.shape
 
     def part(x):
         x = x.reshape(B, H // window, window, W // window, window, h, x.shape[-1])
         return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, h, window * window, x.shape[-1])
 
-    out = F.scaled_dot_product_attention(part(q), part(k), part(v))
+    out = F.scaled_dot_product_attention(part(q), part(k), part(v), attn_mask=None if bias is None else bias[None])
     out = out.reshape(B, H // window, W // window, h, window, window, D)
     return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(B, H, W, h, D)
 
@@ -124,6 +135,7 @@ def cuda_rows(repeats, dtype):
                 return run
 
             fns = {'window_sdpa': lambda: window_attention(q, k, v, K),
+                   'window_sdpa_rpb': lambda: window_attention(q, k, v, K, window_bias(rpb, K).to(dtype)),
                    'triton': with_backend('triton', False), 'triton_rpb': with_backend('triton', True),
                    'flex': with_backend('flex', False), 'flex_rpb': with_backend('flex', True),
                    'torch': with_backend('torch', False), 'torch_rpb': with_backend('torch', True)}
@@ -135,6 +147,7 @@ def cuda_rows(repeats, dtype):
                            **{f'{name}_ms': round(t, 4) for name, t in times.items()})
                 for name in ('triton', 'triton_rpb', 'flex', 'flex_rpb', 'torch_rpb'):
                     row[f'{name}_over_window'] = round(times[name] / times['window_sdpa'], 2)
+                row['triton_rpb_over_window_rpb'] = round(times['triton_rpb'] / times['window_sdpa_rpb'], 2)
                 rows.append(row)
     return rows
 
