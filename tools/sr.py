@@ -2,7 +2,8 @@
 """Super-resolve one image with an attnzoo SR model.
 
     python tools/sr.py IMAGE --model dlgsanet_tiny_x4 [--scale 4] [--checkpoint FILE [--trust-checkpoint]]
-                       [--out OUT.png [--overwrite]] [--tile N] [--tile-pad 16] [--no-tlc] [--device cpu|cuda] [--hr HR.png] [--degrade]
+                       [--out OUT.png [--overwrite]] [--tile N] [--tile-pad 16] [--no-tlc] [--device cpu|cuda]
+                       [--hr HR.png] [--degrade]
                        [--model-kwargs dim=24 groups=2 ...]
 
 ``--checkpoint`` takes an official BasicSR file (``params`` / ``params_ema``), a ``tools/convert_weights.py``

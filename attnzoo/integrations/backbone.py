@@ -296,11 +296,11 @@ def load_dense_checkpoint(backbone: DenseBackbone, checkpoint: Union[str, dict],
     """Load a classification or an official detection / segmentation checkpoint into ``backbone``.
 
     ``checkpoint``: a local path (read tensors-only by :func:`attnzoo.utils.checkpoint.load_checkpoint`), a URL
-    (mmengine's ``CheckpointLoader``) or an already loaded dict. Wrappers (``state_dict`` / ``model``) are stripped; if keys
-    start with ``prefix`` (mmdet / mmseg checkpoints: ``backbone.``) only those are kept, without it. The
-    official per-output norms (NAT/DiNAT ``norm{i}``, BiFormer ``extra_norms.{i}``) go to ``out_norms``; the rest
-    goes through the family's ``checkpoint_filter_fn`` (which raises on keys that do not map). Heads and necks
-    of the checkpoint are ignored.
+    (mmengine's ``CheckpointLoader``) or an already loaded dict. Wrappers (``state_dict`` / ``model``) are
+    stripped; if keys start with ``prefix`` (mmdet / mmseg checkpoints: ``backbone.``) only those are kept,
+    without it. The official per-output norms (NAT/DiNAT ``norm{i}``, BiFormer ``extra_norms.{i}``) go to
+    ``out_norms``; the rest goes through the family's ``checkpoint_filter_fn`` (which raises on keys that do not
+    map). Heads and necks of the checkpoint are ignored.
 
     With ``strict``, parameters of the network that the checkpoint does not provide, keys that do not map and
     tensors of another size raise a ``CheckpointError`` listing them (the final classification norm and head,

@@ -30,7 +30,8 @@ TRUST_HINT = ('if you trust the file, pass --trust-checkpoint (tools) or trusted
 _ZIP_MAGIC = b'PK'
 _LISTED = 20  # keys listed per kind in a mismatch error
 _PICKLE_PROTO = 0x80  # first byte of a pickle of protocol >= 2 (torch's legacy, non-zip format)
-_UNSAFE_GLOBAL = re.compile(r'GLOBAL (\S+)')  # torch: 'Unsupported global: GLOBAL x.y ...', '... GLOBAL x.y whose module'
+# torch's refusals: 'Unsupported global: GLOBAL x.y was not ...', 'unsupported GLOBAL x.y whose module ...'
+_UNSAFE_GLOBAL = re.compile(r'GLOBAL (\S+)')
 _TORCH_ADVICE = ('Weights only load failed', 'Check the documentation of torch.load')
 
 MapLocation = Union[str, torch.device, Callable, Dict[str, str], None]

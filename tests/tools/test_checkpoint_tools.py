@@ -65,7 +65,8 @@ def test_checkpoint_of_another_class_count_is_refused(folder, checkpoint, tmp_pa
     out = run([TEST, DEMO, checkpoint, '--data-root', folder, '--work-dir', tmp_path / 'wd',
                '--cfg-options', 'model.num_classes=5', *SMALL], cwd=tmp_path, check=False)
     assert out.returncode != 0 and 'Final:' not in out.stdout
-    assert 'does not fit' in out.stdout and 'model.head.fc.weight: (10, 256) in the file, (5, 256) in the model' in out.stdout
+    assert 'does not fit' in out.stdout
+    assert 'model.head.fc.weight: (10, 256) in the file, (5, 256) in the model' in out.stdout
 
 
 def test_checkpoint_of_another_width_is_refused(folder, checkpoint, tmp_path):
@@ -94,8 +95,8 @@ def test_text_file_as_checkpoint(folder, tmp_path):
 
 
 def test_finetune_from_another_head_is_explicit(folder, checkpoint, tmp_path):
-    args = [TRAIN, DEMO, '--data-root', folder, '--work-dir', tmp_path / 'wd', '--cfg-options', f'load_from={checkpoint}',
-            'model.num_classes=3', 'train_cfg.max_epochs=1', *SMALL]
+    args = [TRAIN, DEMO, '--data-root', folder, '--work-dir', tmp_path / 'wd',
+            '--cfg-options', f'load_from={checkpoint}', 'model.num_classes=3', 'train_cfg.max_epochs=1', *SMALL]
     refused = run(args, cwd=tmp_path, check=False)
     assert refused.returncode != 0 and 'does not fit' in refused.stdout and 'head.fc.weight' in refused.stdout
     out = run([*args, 'load_from_finetune=True'], cwd=tmp_path).stdout
