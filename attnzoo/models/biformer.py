@@ -141,7 +141,7 @@ class BiLevelRoutingAttention(nn.Module):
                 k_r = F.avg_pool2d(_nchw(k.detach().reshape(B, H, W, C)), **pool).flatten(2).transpose(1, 2)
                 idx = torch.topk(_region_logits(q_r, k_r, 1.0), k=self.topk, dim=-1).indices
             q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad_r, 0, pad_b)) for t in (q, k, v))
-            out = routing_attention(q, k, v, (nh, nw), self.topk, scale=self.scale, routing=idx)
+            out = routing_attention(q, k, v, (nh, nw), self.topk, scale=self.scale, routing=idx, check_routing=False)
             out = out[:, :H, :W]
         else:
             out = routing_attention(q, k, v, (nh, nw), self.topk, scale=self.scale, routing_scale=1.0)

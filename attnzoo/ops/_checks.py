@@ -3,6 +3,7 @@
 Every error names the op (``op``, e.g. ``'na2d'``), the argument, the value it got and what is valid.
 ``dims`` spells a tensor layout as dimension names, e.g. ``('B', 'heads', 'N', 'head_dim')``.
 """
+import numbers
 from typing import Sequence
 
 import torch
@@ -52,20 +53,46 @@ def check_qkv(op: str, q, k, v, dims: Sequence[str]) -> None:
         raise ValueError(f'{op}: v must match q on every dim but head_dim: q {tuple(q.shape)}, v {tuple(v.shape)}')
     check_same_dtype(op, q=q, k=k, v=v)
     check_same_device(op, q=q, k=k, v=v)
+    check_head_dim(op, q)
+
+
+def check_head_dim(op: str, q: torch.Tensor) -> None:
+    """q's last dim (head_dim, which the default scale ``head_dim ** -0.5`` divides by) is at least 1."""
+    if q.shape[-1] < 1:
+        raise ValueError(f'{op}: head_dim (the last dim of q and k) must be >= 1, got shape {tuple(q.shape)}')
+
+
+def check_real(op: str, name: str, value, optional: bool = False) -> None:
+    """``value`` is a real Python/NumPy number (not a bool), or None when ``optional`` (the op's default)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f'{op}: {name} must be a real number{" or None" if optional else ""}, got {value!r}')
+
+
+def check_scale(op: str, name: str, value) -> None:
+    """An optional logit scale: None (the op's default) or a real number."""
+    check_real(op, name, value, optional=True)
 
 
 def check_key_tokens(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tokens: str) -> None:
     """Heads-first attention of ``Nq`` queries over another number of keys (called ``tokens``): k is
-    ``[B, heads, tokens, head_dim]`` with B, heads, head_dim of q, and v matches k on ``[B, heads, tokens]``."""
+    ``[B, heads, tokens, head_dim]`` with B, heads, head_dim of q, v matches k on ``[B, heads, tokens]``; one dtype,
+    one device, head_dim >= 1."""
     if k.shape[:2] != q.shape[:2] or k.shape[-1] != q.shape[-1]:
         raise ValueError(f'{op}: k must be [B, heads, {tokens}, head_dim] with B, heads, head_dim of q '
                          f'{tuple(q.shape)}, got {tuple(k.shape)}')
     if v.shape[:3] != k.shape[:3]:
         raise ValueError(f'{op}: v must match k on [B, heads, {tokens}]: k {tuple(k.shape)}, v {tuple(v.shape)}')
+    check_same_dtype(op, q=q, k=k, v=v)
+    check_same_device(op, q=q, k=k, v=v)
+    check_head_dim(op, q)
 
 
 def check_dropout(op: str, dropout_p: float) -> None:
     """Attention dropout probability in ``[0, 1)``."""
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
+        raise TypeError(f'{op}: dropout_p must be a real number in [0, 1), got {dropout_p!r}')
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f'{op}: dropout_p must be in [0, 1), got {dropout_p}')
 
@@ -74,6 +101,21 @@ def check_int_range(op: str, name: str, value, low: int, high: int, high_text: s
     """``value`` is an int (not a bool) in ``[low, high]``; ``high_text`` spells the bound in the message."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f'{op}: {name} must be an int in [{low}, {high_text}], got {value!r}')
+
+
+def check_index_values(op: str, name: str, indices: torch.Tensor, high: int, high_text: str, flag: str) -> None:
+    """Every entry of ``indices`` ``[..., K]`` lies in ``[0, high)`` and no row (last dim) holds one twice (a
+    repeated index would count twice in a gather and once in a mask). One device sync: the ops call it behind their
+    ``flag`` argument, which the message names."""
+    lo, hi = torch.aminmax(indices)
+    ordered = indices.sort(-1).values
+    repeats = (ordered[..., 1:] == ordered[..., :-1]).sum()
+    lo, hi, repeats = torch.stack([lo.long(), hi.long(), repeats]).tolist()
+    if lo < 0 or hi >= high:
+        raise ValueError(f'{op}: {name} must lie in [0, {high_text}), got values in [{lo}, {hi}]')
+    if repeats:
+        raise ValueError(f'{op}: {name} must hold distinct entries in every row, got {repeats} repeated entries '
+                         f'(pass {flag}=False only for indices known to be distinct and in range, e.g. from topk)')
 
 
 def check_heads(dim: int, num_heads: int) -> int:

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function, register_notrace_module
 from torch import nn
 
-from ._checks import check_channels_last, check_dropout, check_key_tokens, check_tensor, select_simple_backend
+from ._checks import (check_channels_last, check_dropout, check_key_tokens, check_scale, check_tensor,
+                      select_simple_backend)
 from ._dispatch import add_attention_macs
 
 __all__ = ['factorize_windows', 'factorized_attention', 'factorized_min_size', 'FactorizedSelfAttention']
@@ -93,7 +94,8 @@ def factorized_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
     """Softmax attention of every query against one shared, small key set (FaSA's global and local groups).
 
     Args:
-        q: ``[B, heads, N, head_dim]``; k: ``[B, heads, M, head_dim]``; v: ``[B, heads, M, head_dim_v]``.
+        q: ``[B, heads, N, head_dim]``; k: ``[B, heads, M, head_dim]``; v: ``[B, heads, M, head_dim_v]``, with
+            ``M >= 1``; one dtype and device.
         scale: Logit scale, default ``head_dim ** -0.5``.
         dropout_p: Attention dropout (only meaningful in training).
 
@@ -104,6 +106,9 @@ def factorized_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
     for name, t in (('q', q), ('k', k), ('v', v)):
         check_tensor(op, name, t, ('B', 'heads', 'tokens', 'head_dim'))
     check_key_tokens(op, q, k, v, 'M')
+    if k.shape[2] < 1:
+        raise ValueError(f'{op}: k must hold at least one key (M >= 1), got shape {tuple(k.shape)}')
+    check_scale(op, 'scale', scale)
     check_dropout(op, dropout_p)
     if scale is None:
         scale = q.shape[-1] ** -0.5

@@ -23,19 +23,22 @@ import torch
 from timm.layers import register_notrace_module
 from torch import nn
 
-from ._checks import check_heads, check_qkv, select_simple_backend
+from ._checks import check_heads, check_qkv, check_real, select_simple_backend
 
 __all__ = ['linear_attention', 'LinearAttention']
 
 
 def _check(q, k, v, temperature, clamp_min, op: str) -> None:
     check_qkv(op, q, k, v, ('B', 'heads', 'N', 'head_dim'))
-    if isinstance(temperature, torch.Tensor):
+    if not isinstance(temperature, torch.Tensor):
+        check_real(op, 'temperature', temperature)
+    else:
         try:
             torch.broadcast_shapes(temperature.shape, q.shape[:2] + (1, 1))
         except RuntimeError:
             raise ValueError(f'{op}: temperature must broadcast to [B, heads, 1, 1] = {tuple(q.shape[:2]) + (1, 1)}, '
                              f'e.g. [heads, 1, 1]; got shape {tuple(temperature.shape)}') from None
+    check_real(op, 'clamp_min', clamp_min)
     if not clamp_min > 0:
         raise ValueError(f'{op}: clamp_min must be > 0, got {clamp_min}')
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import nn
 
-from ._checks import check_channels_last, check_dropout, check_flex_device, check_heads, check_qkv
+from ._checks import check_channels_last, check_dropout, check_flex_device, check_heads, check_qkv, check_scale, check_tensor
 from ._dispatch import add_attention_macs, flex_available, get_backend
 from ._nonfinite import nonfinite_keys, poison, zero_keys
 from .window import padded_qkv_attention
@@ -87,6 +87,7 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: tup
                 f'has size {length} but kernel_size={ks}, dilation={d} needs >= {ks * d} '
                 f'(NeighborhoodAttention2D zero-pads small maps, as the released NAT/DiNAT weights expect)')
     if rpb is not None:
+        check_tensor(op, 'rpb', rpb, ('heads',) + ('2*kernel_size-1',) * n)
         expected = (q.shape[-2],) + tuple(2 * ks - 1 for ks in kernel)
         if tuple(rpb.shape) != expected:
             raise ValueError(f'{op}: rpb must have shape [heads, 2*kernel_size-1, ...] = {expected}, '
@@ -684,6 +685,7 @@ def _select_backend(q: torch.Tensor, v: torch.Tensor, rpb, kernel: tuple, dil: t
 def _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scale, dropout_p, n, op):
     kernel, dil, causal = _check_kernel_dilation(kernel_size, dilation, is_causal, n)
     _check_inputs(q, k, v, kernel, dil, rpb, n, op)
+    check_scale(op, 'scale', scale)
     if scale is None:
         scale = q.shape[-1] ** -0.5
     check_dropout(op, dropout_p)

@@ -39,7 +39,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_flex_device, check_int_range, check_qkv
+from ._checks import check_flex_device, check_index_values, check_int_range, check_qkv, check_scale
 from ._dispatch import add_attention_macs, counting_macs, flex_available, get_backend
 from .neighborhood import _compiled_flex_attention, _triton_interpreted, triton_available
 
@@ -86,6 +86,21 @@ def _check_inputs(q, k, v, num_regions, topk, op: str) -> Tuple[int, int]:
     return sh, sw
 
 
+def _check_routing(routing, q: torch.Tensor, shape: Tuple[int, int, int], check_values: bool, op: str) -> None:
+    """A precomputed routing: an int64 tensor of ``shape`` ``[B, R, topk]`` on the device of q; with
+    ``check_values`` also distinct entries in ``[0, R)`` per row (one device sync)."""
+    if not isinstance(check_values, bool):
+        raise TypeError(f'{op}: check_routing must be a bool, got {check_values!r}')
+    if not isinstance(routing, torch.Tensor) or routing.dtype != torch.int64:
+        raise TypeError(f'{op}: routing must be an int64 tensor, got {getattr(routing, "dtype", type(routing).__name__)}')
+    if tuple(routing.shape) != shape:
+        raise ValueError(f'{op}: routing must have shape [B, R, topk] = {shape}, got {tuple(routing.shape)}')
+    if routing.device != q.device:
+        raise ValueError(f'{op}: routing must be on the device of q ({q.device}), got {routing.device}')
+    if check_values and routing.numel() and routing.device.type != 'meta' and not torch.compiler.is_compiling():
+        check_index_values(op, 'routing', routing, shape[1], f'R={shape[1]}', 'check_routing')
+
+
 # ---------------------------------------------------------------------------------------------
 # Region-major layout and routing
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +141,7 @@ def region_routing(q: torch.Tensor, k: torch.Tensor, num_regions: IntOrPair, top
             official code; it does not change the ranking except through rounding).
     """
     sh, sw = _check_inputs(q, k, k, num_regions, topk, 'region_routing')
+    check_scale('region_routing', 'scale', scale)
     if scale is None:
         scale = (q.shape[-2] * q.shape[-1]) ** -0.5
     return _route(q, k, sh, sw, topk, scale)
@@ -398,7 +414,7 @@ def _select_backend(q: torch.Tensor, v: torch.Tensor, op: str) -> str:
 def routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_regions: IntOrPair, topk: int,
                       scale: Optional[float] = None, return_indices: bool = False,
                       routing: Optional[torch.Tensor] = None, routing_scale: Optional[float] = None,
-                      ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+                      check_routing: bool = True) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Bi-level routing attention (BiFormer, official legacy semantics; see the module docstring).
 
     Args:
@@ -411,6 +427,9 @@ def routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_reg
         routing: optional precomputed routing ``[B, R, topk]`` (int64 key-region indices) used instead of the
             region-mean routing (e.g. BiFormer-nchw routes on the means of the unpadded tokens).
         routing_scale: scale of the routing logits (default ``scale``; the refactored nchw BiFormer uses 1).
+        check_routing: check that every entry of ``routing`` lies in ``[0, R)`` and that no row repeats one (one
+            device sync per call; skipped under ``torch.compile``). Callers whose routing comes from ``topk`` over
+            the ``R`` regions pass False.
         return_indices: also return the routing ``[B, R, topk]`` (int64, region indices row-major; for
             ``topk == R`` the routing is not computed and ``arange(R)`` is returned).
 
@@ -423,16 +442,17 @@ def routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_reg
     """
     op = 'routing_attention'
     sh, sw = _check_inputs(q, k, v, num_regions, topk, op)
+    check_scale(op, 'scale', scale)
+    check_scale(op, 'routing_scale', routing_scale)
     B, H, W, h, Dk = q.shape
     R, T = sh * sw, (H // sh) * (W // sw)
+    if routing is not None:
+        _check_routing(routing, q, (B, R, topk), check_routing, op)
     if scale is None:
         scale = (h * Dk) ** -0.5
     add_attention_macs(B * H * W * topk * T * h * (Dk + v.shape[-1]) + (B * R * R * h * Dk if topk < R else 0))
     backend = _select_backend(q, v, op)
     if routing is not None:
-        if routing.shape != (B, R, topk) or routing.dtype != torch.int64 or routing.device != q.device:
-            raise ValueError(f'{op}: routing must be an int64 tensor of shape [B, R, topk] = '
-                             f'{(B, R, topk)} on {q.device}, got {tuple(routing.shape)} {routing.dtype} {routing.device}')
         if backend == 'reference':
             out = _routing_reference(q, k, v, routing, sh, sw, scale)
         elif topk == R:

@@ -41,7 +41,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import (check_dropout, check_int_range, check_key_tokens, check_same_device, check_same_dtype,
+from ._checks import (check_dropout, check_index_values, check_int_range, check_key_tokens, check_scale,
                       check_simple_backend, check_tensor)
 from ._dispatch import add_attention_macs
 from ._nonfinite import nonfinite_keys, poison, zero_keys
@@ -56,8 +56,6 @@ __all__ = ['topk_attention', 'topk_attention_macs', 'keep_budget', 'indices_to_m
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, op: str) -> None:
     for name, t in (('q', q), ('k', k), ('v', v)):
         check_tensor(op, name, t, ('B', 'heads', 'N', 'head_dim'))
-    check_same_dtype(op, q=q, k=k, v=v)
-    check_same_device(op, q=q, k=k, v=v)
     check_key_tokens(op, q, k, v, 'Nk')
 
 
@@ -86,7 +84,7 @@ def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str,
         # a value check needs data, and costs a device sync (and a graph break under torch.compile)
         if check_values and indices.numel() and indices.device.type != 'meta' \
                 and not torch.compiler.is_compiling():
-            _check_index_values(indices, Nk, op)
+            check_index_values(op, 'indices', indices, Nk, f'Nk={Nk}', 'check_indices')
         return indices.long().expand(B, H, -1, -1), None
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         raise TypeError(f'{op}: mask must be a bool tensor, got {getattr(mask, "dtype", type(mask).__name__)}')
@@ -96,20 +94,6 @@ def _check_connectivity(q, k, indices, mask, dense_rows: int, op: str,
     if mask.device != q.device:
         raise ValueError(f'{op}: mask must be on the device of q ({q.device}), got {mask.device}')
     return None, mask.expand(B, H, Nq, Nk)
-
-
-def _check_index_values(indices: torch.Tensor, num_keys: int, op: str) -> None:
-    """Every entry of ``indices`` ``[..., K]`` lies in ``[0, num_keys)`` and no row holds one twice (a repeated
-    key would count twice in the gather paths and once in the masks). One device sync."""
-    lo, hi = torch.aminmax(indices)
-    ordered = indices.sort(-1).values
-    repeats = (ordered[..., 1:] == ordered[..., :-1]).sum()
-    lo, hi, repeats = torch.stack([lo.long(), hi.long(), repeats]).tolist()
-    if lo < 0 or hi >= num_keys:
-        raise ValueError(f'{op}: indices must lie in [0, Nk={num_keys}), got values in [{lo}, {hi}]')
-    if repeats:
-        raise ValueError(f'{op}: indices must hold distinct keys in every row, got {repeats} repeated entries '
-                         f'(pass check_indices=False only for indices known to be distinct, e.g. from topk)')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +229,7 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: O
         raise TypeError(f'{op}: check_indices must be a bool, got {check_indices!r}')
     _check_qkv(q, k, v, op)
     indices, mask = _check_connectivity(q, k, indices, mask, dense_rows, op, check_indices)
+    check_scale(op, 'scale', scale)
     if scale is None:
         scale = q.shape[-1] ** -0.5
     check_dropout(op, dropout_p)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function, register_notrace_module
 from torch import nn
 
-from ._checks import check_channels_last, check_dropout, check_heads, check_qkv, select_simple_backend
+from ._checks import check_channels_last, check_dropout, check_heads, check_qkv, check_scale, select_simple_backend
 from ._dispatch import add_attention_macs
 
 __all__ = [
@@ -167,7 +167,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
     Args:
         q, k: ``[B, H, W, heads, head_dim]``; v: ``[B, H, W, heads, head_dim_v]``. Any ``H, W``: maps that are
             not multiples of the window are zero-padded right/bottom, and the output is cropped back.
-        window_size: Window ``int`` or ``(wh, ww)``, each >= 1.
+        window_size: Window ``int`` or ``(wh, ww)``, ``1 <= (wh, ww) <= (H, W)``.
         shift_size: Cyclic shift ``int`` or ``(sh, sw)``, ``0 <= shift < window`` (0: plain windows, no mask).
         mask_padding: Mask the padded keys (True), or keep them as zero keys and values (False).
         scale: Logit scale, default ``head_dim ** -0.5``.
@@ -179,11 +179,16 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
     op = 'window_attention'
     check_qkv(op, q, k, v, ('B', 'H', 'W', 'heads', 'head_dim'))
     window = to_pair(window_size, 'window_size')
+    H, W = q.shape[1], q.shape[2]
+    if window[0] > H or window[1] > W:
+        raise ValueError(f'{op}: window_size must be in [1, H={H}] x [1, W={W}] (at most the map on every axis; '
+                         f'WindowAttention2D zero-pads smaller maps to the window), got {window_size!r}')
     shift = to_pair(shift_size, 'shift_size', minimum=0)
     if shift[0] >= window[0] or shift[1] >= window[1]:
         raise ValueError(f'{op}: shift_size must be smaller than window_size on each axis, got shift {shift} '
                          f'and window {window}')
     check_dropout(op, dropout_p)
+    check_scale(op, 'scale', scale)
     if scale is None:
         scale = q.shape[-1] ** -0.5
     backend = select_simple_backend(op)

@@ -181,7 +181,28 @@ def test_bad_shapes_raise():
         ops.routing_attention(q, k, v[:, :, :, :1], 7, 1)
     with pytest.raises(TypeError, match='share one dtype'):
         ops.routing_attention(q, k.float(), v, 7, 1)
-    with pytest.raises(ValueError, match=r'routing must be an int64 tensor of shape \[B, R, topk\]'):
+    with pytest.raises(ValueError, match=r'routing must have shape \[B, R, topk\] = \(2, 49, 2\)'):
         ops.routing_attention(q, k, v, 7, 2, routing=torch.zeros(2, 49, 3, dtype=torch.long))
     with pytest.raises(RuntimeError, match="backend 'flex' runs on CUDA tensors only"), ops.use_backend('flex'):
         ops.routing_attention(q, k, v, 7, 1)
+
+
+@pytest.mark.parametrize('backend', ['reference', 'torch', 'auto'])
+def test_precomputed_routing_is_checked_up_front(backend):
+    q, k, v = qkv(28, 28, 2, 4)
+    good = torch.arange(2).expand(2, 49, 2).clone()
+    cases = [
+        (TypeError, 'routing must be an int64 tensor, got list', good.tolist()),
+        (TypeError, 'routing must be an int64 tensor, got torch.int32', good.int()),
+        (ValueError, r'routing must lie in \[0, R=49\), got values in \[0, 49\]', good + torch.tensor([0, 48])),
+        (ValueError, r'routing must lie in \[0, R=49\), got values in \[-1, 1\]', good - torch.tensor([1, 0])),
+        (ValueError, 'routing must hold distinct entries in every row, got 1 repeated', good.index_put(
+            (torch.tensor([1]), torch.tensor([3]), torch.tensor([1])), torch.tensor([0]))),
+    ]
+    with ops.use_backend(backend):
+        for error, match, routing in cases:
+            with pytest.raises(error, match=match):
+                ops.routing_attention(q, k, v, 7, 2, routing=routing)
+        with pytest.raises(TypeError, match='check_routing must be a bool'):
+            ops.routing_attention(q, k, v, 7, 2, routing=good, check_routing=1)
+        ops.routing_attention(q, k, v, 7, 2, routing=good)

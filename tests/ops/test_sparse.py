@@ -108,7 +108,7 @@ def test_repeated_indices_are_a_named_error_on_every_backend():
     idx = topk_idx(2, 3, 17, 17, 4)
     idx[1, 2, 5, 3] = idx[1, 2, 5, 0]  # one row selects a key twice
     for backend in ('reference', 'torch', 'auto'):
-        with use_backend(backend), pytest.raises(ValueError, match='distinct keys in every row, got 1 repeated'):
+        with use_backend(backend), pytest.raises(ValueError, match='indices must hold distinct entries in every row, got 1 repeated'):
             topk_attention(q, k, v, indices=idx)
 
 
