@@ -6,10 +6,8 @@ Layout: ``q, k, v, out`` are ``[B, H, W, heads, D]`` read and written through th
 ``BH x BW`` tile of queries of one dilation group (group coordinates: image row ``y = gy + dil_h * i``)
 and walks only the key rows and columns that tile's windows cover, ``KR`` rows x ``KC`` columns per
 step, with an online softmax. The dK/dV kernel owns a tile of keys and walks the queries whose windows
-can contain them. The dQ kernel also reduces the bias gradient: each program sums its dLogits per table
-entry (two one-hot contractions per key block, fp32) into its own ``[2K_h-1, 2K_w-1]`` partial table (padded),
-and one ``torch.sum`` over the programs' tables gives the gradient: no atomics, deterministic, and a partial
-buffer of ``programs x 16 x 16`` fp32 (k=7) instead of one value per (query, window slot).
+can contain them. The bias gradient is written per (query, window slot) by the dQ kernel and reduced
+over batch and positions by one ``index_add`` (no atomics on the few hundred table entries).
 
 Window of group position ``i`` on an axis of group length ``L`` with kernel ``K`` (odd):
 ``start(i) = clamp(i - K // 2, 0, L - K)``, keys ``start(i) .. start(i) + K - 1``; RPB index
@@ -18,6 +16,8 @@ Window of group position ``i`` on an axis of group length ``L`` with kernel ``K`
 The kernels run on CUDA; with ``TRITON_INTERPRET=1`` (set before this module is imported) Triton's
 interpreter runs them on CPU tensors, which is how the CPU test suite checks them.
 """
+import functools
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -72,33 +72,6 @@ def _block(r0, c0, r_hi, c_hi, LH, LW, R: tl.constexpr, C: tl.constexpr):
     r, c = r0 + n // C, c0 + n % C
     valid = (r < r_hi) & (c < c_hi)
     return tl.minimum(r, LH - 1), tl.minimum(c, LW - 1), valid
-
-
-@triton.jit
-def _axis(first, length, N: tl.constexpr):
-    """``N`` positions from ``first`` on an axis of ``length`` (group) positions, clamped into it (as ``_block``)."""
-    return tl.minimum(first + tl.arange(0, N), length - 1)
-
-
-@triton.jit
-def _offset_one_hot(q_first, k_first, length, K: tl.constexpr, NQ: tl.constexpr, NK: tl.constexpr,
-                    P: tl.constexpr):
-    """``[NQ*NK, P]`` fp32 one-hot of the RPB offset ``key - query + K - 1`` on one axis, for the ``NQ`` query
-    positions from ``q_first`` and the ``NK`` key positions from ``k_first``; rows (query, key) row-major."""
-    rel = _axis(k_first, length, NK)[None, :] - _axis(q_first, length, NQ)[:, None] + K - 1  # [NQ, NK]
-    return (tl.reshape(rel, (NQ * NK,))[:, None] == tl.arange(0, P)[None, :]).to(tl.float32)
-
-
-@triton.jit
-def _bias_grad_block(ds, q_r0, q_c0, r0, c0, LH, LW, KH: tl.constexpr, KW: tl.constexpr, BH: tl.constexpr,
-                     BW: tl.constexpr, KR: tl.constexpr, KC: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr):
-    """``[PH, PW]`` sums of ``ds`` (``[BH*BW, KR*KC]``, zero outside the windows) per RPB table entry, for the
-    query tile from ``(q_r0, q_c0)`` and the key block from ``(r0, c0)``: the table row depends on (query row,
-    key row) and the column on (query column, key column), so ``ds`` regrouped to ``[(query row, key row),
-    (query column, key column)]`` is contracted with the column offsets' one-hot, then with the row offsets'."""
-    grouped = tl.reshape(tl.permute(tl.reshape(ds, (BH, BW, KR, KC)), (0, 2, 1, 3)), (BH * KR, BW * KC))
-    per_column = tl.dot(grouped, _offset_one_hot(q_c0, c0, LW, KW, BW, KC, PW), input_precision='ieee')
-    return tl.dot(tl.trans(_offset_one_hot(q_r0, r0, LH, KH, BH, KR, PH)), per_column, input_precision='ieee')
 
 
 @triton.jit
@@ -163,18 +136,17 @@ def _na2d_fwd_kernel(Q, K, V, RPB, O, LSE,
 
 
 @triton.jit
-def _na2d_bwd_dq_kernel(Q, K, V, RPB, O, DO, LSE, DELTA, DQ, DRPB,
+def _na2d_bwd_dq_kernel(Q, K, V, RPB, O, DO, LSE, DELTA, DQ, DS,
                         sq_b, sq_y, sq_x, sq_h, sk_b, sk_y, sk_x, sk_h, sv_b, sv_y, sv_x, sv_h,
                         so_b, so_y, so_x, so_h, sd_b, sd_y, sd_x, sd_h, sl_b, sl_y, sl_x, sl_h,
                         sg_b, sg_y, sg_x, sg_h,
                         heads, H, W, dil_h, dil_w, tiles_h, tiles_w, qk_scale, scale,
                         KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, HAS_RPB: tl.constexpr,
                         RPB_GRAD: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, KR: tl.constexpr,
-                        KC: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, PRECISION: tl.constexpr):
+                        KC: tl.constexpr, PRECISION: tl.constexpr):
     """dQ (strides ``sg_*``) per query tile, and ``DELTA = rowsum(O * dO)`` (fp32, strides of ``LSE``) for the
-    dK/dV kernel that runs next; with ``RPB_GRAD`` also this program's bias-gradient partial table ``[PH, PW]``
-    (the ``[2KH-1, 2KW-1]`` table zero-padded) into ``DRPB`` ``[programs(0), programs(1), PH, PW]`` (fp32,
-    contiguous)."""
+    dK/dV kernel that runs next; with ``RPB_GRAD`` also dLogits per (query, window slot) into
+    ``DS`` ``[B, heads, H, W, KH*KW]`` (fp32, contiguous)."""
     b, h, gy, gx, LH, LW, qi, qj, q_valid = _program_tile(heads, H, W, dil_h, dil_w, tiles_h, tiles_w, BH, BW)
     sr, sc = _start(qi, LH, KH), _start(qj, LW, KW)
     y, x = gy + dil_h * qi, gx + dil_w * qj
@@ -186,10 +158,10 @@ def _na2d_bwd_dq_kernel(Q, K, V, RPB, O, DO, LSE, DELTA, DQ, DRPB,
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + l_off, delta, mask=q_valid)
     rpb_ptr = RPB + h * (2 * KH - 1) * (2 * KW - 1)
+    ds_row = (((b * heads + h) * H + y) * W + x) * (KH * KW)
     r_lo, r_hi = tl.min(sr, 0), tl.max(sr, 0) + KH
     c_lo, c_hi = tl.min(sc, 0), tl.max(sc, 0) + KW
     dq = tl.zeros([BH * BW, D], tl.float32)
-    drpb = tl.zeros([PH, PW], tl.float32)
     for r0 in range(r_lo, r_hi, KR):
         for c0 in range(c_lo, c_hi, KC):
             kr, kc, k_valid = _block(r0, c0, r_hi, c_hi, LH, LW, KR, KC)
@@ -203,13 +175,10 @@ def _na2d_bwd_dq_kernel(Q, K, V, RPB, O, DO, LSE, DELTA, DQ, DRPB,
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
             if RPB_GRAD:
-                drpb += _bias_grad_block(ds, tl.min(qi, 0), tl.min(qj, 0), r0, c0, LH, LW, KH, KW, BH, BW, KR, KC,
-                                         PH, PW)
+                slot = (kr[None, :] - sr[:, None]) * KW + (kc[None, :] - sc[:, None])
+                tl.store(DS + ds_row[:, None] + slot, ds, mask=inside)
     tl.store(_rows(DQ, b, h, sg_b, sg_h, y, x, sg_y, sg_x, D), (dq * scale).to(DQ.dtype.element_ty),
              mask=q_valid[:, None])
-    if RPB_GRAD:
-        program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
-        tl.store(DRPB + program * (PH * PW) + tl.arange(0, PH)[:, None] * PW + tl.arange(0, PW)[None, :], drpb)
 
 
 @triton.jit
@@ -309,48 +278,48 @@ def na2d_forward(q, k, v, rpb, kernel, dil, scale, tiles=TILES) -> Tuple[torch.T
     return out, lse
 
 
-def _table_tile(kernel: Tuple[int, int]) -> Tuple[int, int]:
-    """Padded shape of a program's bias-gradient partial table: ``2k-1`` per axis rounded up to a power of two,
-    and to 16 (the smallest ``tl.dot`` operand)."""
-    return tuple(max(16, triton.next_power_of_2(2 * ks - 1)) for ks in kernel)
-
-
-def _check_tiles(tiles: Tuple[int, int, int, int], rpb_grad: bool) -> None:
-    bh, bw, kr, kc = tiles
-    if rpb_grad and min(bh * kr, bw * kc) < 16:
-        raise ValueError(f'tiles {tiles}: the bias gradient needs query tile rows x key rows and query tile '
-                         f'columns x key columns >= 16 each (tl.dot operands), got {bh * kr} and {bw * kc}')
+@functools.lru_cache(maxsize=64)
+def _bias_index(H: int, W: int, kernel: Tuple[int, int], dil: Tuple[int, int], device: torch.device):
+    """``[H*W*KH*KW]`` RPB table index of every (query, window slot), the layout of the dQ kernel's ``DS``."""
+    axes = []
+    for length, ks, d in zip((H, W), kernel, dil):
+        pos = torch.arange(length, device=device)
+        group, i = pos % d, pos // d
+        group_len = (length - group + d - 1) // d
+        start = (i - ks // 2).clamp(min=0).minimum(group_len - ks)
+        axes.append(start[:, None] + torch.arange(ks, device=device) - i[:, None] + ks - 1)  # [L, K]
+    rel_h, rel_w = axes
+    index = rel_h[:, None, :, None] * (2 * kernel[1] - 1) + rel_w[None, :, None, :]  # [H, W, KH, KW]
+    return index.reshape(-1)
 
 
 def na2d_backward(grad_out, q, k, v, out, lse, rpb, kernel, dil, scale, rpb_grad: bool, tiles=TILES):
     """Gradients of :func:`na2d_forward`: ``(dq, dk, dv, drpb or None)``; ``tiles`` as there (the dK/dV kernel
-    takes key tiles of the query-tile shape and query blocks of the key-block shape; with ``rpb_grad``, tile rows
-    x key rows and tile columns x key columns must be >= 16). ``drpb`` (``rpb``'s shape and dtype) is the sum of
-    the dQ kernel's per-program fp32 partial tables."""
-    _check_tiles(tiles, rpb_grad)
+    takes key tiles of the query-tile shape and query blocks of the key-block shape)."""
     bh, bw, kr, kc = tiles
     q, k, v, grad_out = (_contiguous_last(t) for t in (q, k, v, grad_out))
     B, H, W, heads, D = q.shape
     delta = torch.empty_like(lse)  # [B, H, W, heads], written by the dQ kernel, read by the dK/dV kernel
     dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))  # contiguous
+    ds = (torch.empty((B, heads, H, W, kernel[0] * kernel[1]), dtype=torch.float32, device=q.device)
+          if rpb_grad else lse)
     table = _rpb_arg(rpb, lse)
     precision = _precision(q)
     common = dict(KH=kernel[0], KW=kernel[1], D=D, HAS_RPB=rpb is not None, PRECISION=precision,
                   num_warps=4, num_stages=2)
     grid, tiles_h, tiles_w = _grid(q, dil, bh, bw)
-    ph, pw = _table_tile(kernel)
-    partial = torch.empty((*grid, ph, pw), dtype=torch.float32, device=q.device) if rpb_grad else lse
     sizes = (heads, H, W, dil[0], dil[1], tiles_h, tiles_w, scale * LOG2E, scale)
     _na2d_bwd_dq_kernel[grid](
-        q, k, v, table, out, grad_out, lse, delta, dq, partial, *_strides(q), *_strides(k), *_strides(v),
+        q, k, v, table, out, grad_out, lse, delta, dq, ds, *_strides(q), *_strides(k), *_strides(v),
         *_strides(out), *_strides(grad_out), *_strides(lse), *_strides(dq), *sizes, RPB_GRAD=rpb_grad, BH=bh,
-        BW=bw, KR=kr, KC=kc, PH=ph, PW=pw, **common)
+        BW=bw, KR=kr, KC=kc, **common)
     _na2d_bwd_dkdv_kernel[grid](
         q, k, v, table, grad_out, lse, delta, dk, dv, *_strides(q), *_strides(k), *_strides(v),
         *_strides(grad_out), *_strides(lse), *_strides(dk), *sizes, BH=bh, BW=bw, QR=kr, QC=kc, **common)
     drpb = None
-    if rpb_grad:  # programs (batch * heads, groups * tiles) -> [heads, PH, PW], cropped to the table
-        per_head = partial.view(B, heads, -1, ph, pw).sum((0, 2))
-        table_grad = per_head[:, :2 * kernel[0] - 1, :2 * kernel[1] - 1]
-        drpb = table_grad.to(rpb.dtype, memory_format=torch.contiguous_format)
+    if rpb_grad:
+        index = _bias_index(H, W, tuple(kernel), tuple(dil), q.device)
+        per_slot = ds.sum(0).view(heads, -1)  # [heads, H*W*KH*KW]
+        drpb = torch.zeros((heads, math.prod(rpb.shape[1:])), dtype=torch.float32, device=q.device)
+        drpb = drpb.index_add_(1, index, per_slot).view(rpb.shape).to(rpb.dtype)
     return dq, dk, dv, drpb
