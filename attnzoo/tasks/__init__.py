@@ -4,9 +4,14 @@
 Importing this package registers every task's components in mmengine's root registries, so an
 mmengine config can name them by ``type`` (``TimmClassifier``, ``ImageNetFolder``, ...).
 """
+import importlib.util
 import os
 
 import torch
+
+if importlib.util.find_spec('mmengine') is None:
+    raise ImportError("attnzoo.tasks and the tools need mmengine, which the core install leaves out: "
+                      "pip install 'attnzoo[train]' (or [det], [seg], [sr] for those tasks)")
 
 from . import checkpointing  # noqa: F401  (registers AtomicCheckpointHook, the configs' checkpoint hook)
 from . import classification  # noqa: F401  (registers the classification components)

@@ -27,7 +27,7 @@ import copy
 import logging
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import timm
@@ -201,8 +201,15 @@ def _natural_key(s: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r'(\d+)', s)]
 
 
+def load_digits() -> Tuple[np.ndarray, np.ndarray]:
+    """The 1,797 8x8 handwritten digits bundled with attnzoo (scikit-learn's ``load_digits`` arrays, see
+    ``attnzoo/tasks/data/README.md``): ``(images uint8 [1797, 8, 8] in 0..16, targets uint8 [1797])``."""
+    with np.load(osp.join(osp.dirname(__file__), 'data', 'digits.npz')) as data:
+        return data['images'], data['target']
+
+
 def write_digits_imagefolder(root: str, size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> str:
-    """Write scikit-learn's 1,797 handwritten digits as ``root/{train,val}/<digit>/<idx>.png``.
+    """Write the 1,797 handwritten digits (``load_digits``) as ``root/{train,val}/<digit>/<idx>.png``.
 
     Each 8x8 image (values 0..16) is scaled to 0..255 and resized to ``size`` px (bicubic),
     stored as grayscale PNG. The split is stratified and deterministic: per class, a
@@ -211,15 +218,13 @@ def write_digits_imagefolder(root: str, size: int = 32, val_fraction: float = 0.
     mistaken for a complete one. Returns ``root``.
     """
     from PIL import Image
-    from sklearn.datasets import load_digits
 
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f'val_fraction must be in (0, 1), got {val_fraction}')
     if size < 8:
         raise ValueError(f'size must be >= 8 px, got {size}')
-    digits = load_digits()
-    images = (digits.images / 16.0 * 255.0).round().clip(0, 255).astype(np.uint8)
-    targets = digits.target
+    digit_images, targets = load_digits()
+    images = (digit_images / 16.0 * 255.0).round().clip(0, 255).astype(np.uint8)
     rng = np.random.RandomState(seed)
     split_of = np.empty(len(targets), dtype=object)
     for c in np.unique(targets):
