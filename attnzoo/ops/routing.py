@@ -29,8 +29,16 @@ Backends (``attnzoo.ops.use_backend``):
     triton     CUDA: attnzoo's fused kernels (``_routing_triton.py``): each query region walks its routed key
                regions straight from the routing index with an online softmax, q/k/v read through their
                strides; dK/dV over the reverse routing. Never copies K/V, never builds a mask. ``topk == R``
-               runs as one SDPA call, as in ``torch``. ``auto`` on CUDA tries the backends of
-               ``_AUTO_CUDA_ORDER`` in order.
+               runs as one SDPA call, as in ``torch``.
+    auto       CPU: ``torch``. CUDA: ``triton`` for inference (no input requires grad, or grad mode off) and
+               ``torch`` for training, as measured on the H200 (torch 2.11, Triton 3.6, bf16 autocast, eager,
+               inference B=256, train step B=128; ``benchmarks/routing_triton_device.py``,
+               ``benchmarks/results/h200_routing_triton_models.json``): inference img/s triton / torch 4420 / 3991
+               (biformer_small, 1.11x) and 8871 / 8011 (biformer_tiny, 1.11x); training 763 / 1022 (0.75x) and
+               1505 / 1932 (0.78x). Op level (B=64 fwd+bwd, ``h200_routing_triton_ops.json``) triton took
+               1.45 / 1.96 / 2.01 ms against torch's 1.85 / 2.09 / 1.73 ms at the three stage shapes, with
+               0.18-0.38x its memory. The orders of ``_AUTO_CUDA_ORDER`` are tried in turn; the first backend
+               that supports the call runs it ('torch' supports every call).
 
 Tensor layout: ``[B, H, W, heads, head_dim]`` (heads-last, as ``attnzoo.ops.na2d``).
 """
@@ -52,10 +60,10 @@ FLEX_BLOCK_SIZE = 128
 # torch backend: run dense masked SDPA instead of the gather when the routed keys are at least this fraction of
 # the map (<= 4x the gathered FLOPs, e.g. BiFormer stage 3 at 224: 16 of 49 regions).
 _DENSE_FRACTION = 0.25
-# Backends ``auto`` tries on CUDA tensors, in order: the first that supports the call runs it ('torch' supports
-# every call). 'torch' alone is the measured choice on the H200 (benchmarks/README.md); 'triton' goes first once
-# ``benchmarks/routing_triton_device.py`` measures it faster.
-_AUTO_CUDA_ORDER = ('torch',)
+# Backends ``auto`` tries on CUDA tensors, in order, for calls that build no autograd graph ('inference') and for
+# those that do ('training'): the first that supports the call runs it ('torch' supports every call). Measured on
+# the H200 (module docstring): the fused kernels are faster in inference, their backward slower than the torch path's.
+_AUTO_CUDA_ORDER = {'inference': ('triton', 'torch'), 'training': ('torch',)}
 # The fused kernels: head dims up to this (padded to a power of two inside), these dtypes.
 _TRITON_MAX_HEAD_DIM = 128
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -383,20 +391,29 @@ def _auto_supports(backend: str, q: torch.Tensor, v: torch.Tensor) -> bool:
     return True
 
 
-def _auto_backend(q: torch.Tensor, v: torch.Tensor) -> str:
-    """On CUDA the first backend of ``_AUTO_CUDA_ORDER`` that supports the inputs; on the CPU 'torch' (measured
-    fastest, benchmarks/README.md)."""
-    if q.is_cuda:
-        for backend in _AUTO_CUDA_ORDER:
-            if _auto_supports(backend, q, v):
-                return backend
+def _builds_graph(*tensors: torch.Tensor) -> bool:
+    """Whether a call on ``tensors`` records an autograd graph (grad mode on and one of them requires grad)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _auto_cuda_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+    """The first backend of ``_AUTO_CUDA_ORDER`` (its training order when the call builds an autograd graph, else
+    its inference order) that supports these inputs."""
+    for backend in _AUTO_CUDA_ORDER['training' if _builds_graph(q, k, v) else 'inference']:
+        if _auto_supports(backend, q, v):
+            return backend
     return 'torch'
 
 
-def _select_backend(q: torch.Tensor, v: torch.Tensor, op: str) -> str:
+def _auto_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+    """``_auto_cuda_backend`` on CUDA; on the CPU 'torch' (measured fastest, benchmarks/README.md)."""
+    return _auto_cuda_backend(q, k, v) if q.is_cuda else 'torch'
+
+
+def _select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, op: str) -> str:
     requested = get_backend()
     if requested == 'auto':
-        return _auto_backend(q, v)
+        return _auto_backend(q, k, v)
     if requested == 'flex':
         check_flex_device(op, q)
     if requested == 'triton':
@@ -451,7 +468,7 @@ def routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_reg
     if scale is None:
         scale = (h * Dk) ** -0.5
     add_attention_macs(B * H * W * topk * T * h * (Dk + v.shape[-1]) + (B * R * R * h * Dk if topk < R else 0))
-    backend = _select_backend(q, v, op)
+    backend = _select_backend(q, k, v, op)
     if routing is not None:
         if backend == 'reference':
             out = _routing_reference(q, k, v, routing, sh, sw, scale)

@@ -206,3 +206,23 @@ def test_precomputed_routing_is_checked_up_front(backend):
         with pytest.raises(TypeError, match='check_routing must be a bool'):
             ops.routing_attention(q, k, v, 7, 2, routing=good, check_routing=1)
         ops.routing_attention(q, k, v, 7, 2, routing=good)
+
+
+def test_auto_on_cuda_runs_triton_for_inference_and_torch_for_training(monkeypatch):
+    """The measured CUDA policy, walked on CPU tensors with the kernels made available (no GPU needed): inference
+    (no input requires grad, or grad mode off) -> 'triton'; training -> 'torch'; inputs the kernels cannot take ->
+    'torch'; and the CPU itself always 'torch'."""
+    monkeypatch.setattr(R, 'triton_available', lambda: True)
+    monkeypatch.setattr(R, '_triton_interpreted', lambda: True)  # the kernels' device check passes on the CPU
+    q = torch.zeros(2, 28, 28, 4, 32)
+    trained = q.clone().requires_grad_()
+    assert R._auto_cuda_backend(q, q, q) == 'triton'
+    assert R._auto_cuda_backend(q, q, trained) == 'torch'
+    with torch.no_grad():
+        assert R._auto_cuda_backend(trained, trained, trained) == 'triton'
+    wide = torch.zeros(2, 28, 28, 1, 160)  # head_dim above the kernels' 128
+    assert R._auto_cuda_backend(wide, wide, wide) == 'torch'
+    assert R._auto_cuda_backend(q.double(), q.double(), q.double()) == 'torch'  # no fp64 kernels
+    assert R._auto_backend(q, q, q) == 'torch'  # CPU tensors
+    monkeypatch.setattr(R, 'triton_available', lambda: False)
+    assert R._auto_cuda_backend(q, q, q) == 'torch'
