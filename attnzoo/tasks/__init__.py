@@ -1,13 +1,10 @@
-"""Task wrappers on mmengine: model (backbone + head + loss), dataset, metric, plus the glue the
-``tools/`` scripts share.
+"""Task wrappers on mmengine: model (backbone + head + loss), dataset, metric; the glue the command-line tools
+share is :mod:`attnzoo.tasks.runtime`.
 
 Importing this package registers every task's components in mmengine's root registries, so an
 mmengine config can name them by ``type`` (``TimmClassifier``, ``ImageNetFolder``, ...).
 """
 import importlib.util
-import os
-
-import torch
 
 if importlib.util.find_spec('mmengine') is None:
     raise ImportError("attnzoo.tasks and the tools need mmengine, which the core install leaves out: "
@@ -19,80 +16,10 @@ from . import detection  # noqa: F401  (registers the detection components)
 from . import segmentation  # noqa: F401  (registers the segmentation components)
 from . import sparsifiner  # noqa: F401  (registers SparsifinerClassifier)
 from . import super_resolution  # noqa: F401  (registers the super-resolution components)
+from . import runtime  # noqa: F401  (the tools' glue: launcher, CPU threads, loader workers, config overrides)
 from .runner import StrictRunner, register_checkpoint_loader
 
 register_checkpoint_loader()  # mmengine reads local checkpoints tensors-only, plus the types its own files need
 
 __all__ = ['checkpointing', 'classification', 'detection', 'segmentation', 'sparsifiner', 'super_resolution',
-           'StrictRunner', 'register_checkpoint_loader', 'setup_launcher', 'setup_cpu_threads']
-
-
-def setup_launcher(cfg, launcher: str) -> None:
-    """Prepare ``cfg`` (an mmengine ``Config``) for ``launcher`` (none / pytorch / slurm / mpi).
-
-    On CUDA mmengine does everything (NCCL, one device per process). On a CPU-only machine
-    mmengine's ``init_dist`` would call ``torch.cuda.set_device`` and ``wrap_model`` would pass
-    ``device_ids=[LOCAL_RANK]`` to DDP, both of which fail; so the process group is created here
-    with gloo and the DDP wrapper gets ``device_ids=None``.
-    """
-    valid = ('none', 'pytorch', 'slurm', 'mpi')
-    if launcher not in valid:
-        raise ValueError(f'launcher must be one of {valid}, got {launcher!r}')
-    cfg.launcher = launcher
-    if launcher == 'none':
-        return
-    env_cfg = cfg.setdefault('env_cfg', {})
-    dist_cfg = env_cfg.setdefault('dist_cfg', {})
-    if torch.cuda.is_available():
-        dist_cfg.setdefault('backend', 'nccl')
-        return
-    if launcher != 'pytorch':
-        raise ValueError(f'--launcher {launcher} needs CUDA; on CPU use `torchrun ... --launcher pytorch`')
-    for var in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
-        if var not in os.environ:
-            raise RuntimeError(f'--launcher pytorch needs ${var}; start the tool with '
-                               f'`torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch`')
-    dist_cfg['backend'] = 'gloo'
-    import datetime
-
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        timeout = dist_cfg.get('timeout', 1800)
-        dist.init_process_group(backend='gloo', timeout=datetime.timedelta(seconds=timeout))
-    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
-    wrapper.setdefault('type', 'MMDistributedDataParallel')
-    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
-    wrapper['device_ids'] = None
-    cfg.model_wrapper_cfg = wrapper
-
-
-def setup_cpu_threads(cfg) -> None:
-    """Apply the config's optional ``cpu_threads`` (intra-op threads) on CPU-only runs.
-
-    Small models gain little from a second thread, but when other processes share the cores the
-    OpenMP workers of a multi-threaded step wait on each other (seen: 0.04 s -> 3 s per step on a
-    busy 2-core machine). ``OMP_NUM_THREADS`` in the environment wins over the config.
-    """
-    n = cfg.get('cpu_threads')
-    if n is None or torch.cuda.is_available() or 'OMP_NUM_THREADS' in os.environ:
-        return
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f'cpu_threads must be a positive int, got {n!r}')
-    torch.set_num_threads(n)
-
-
-def release_dataloader_workers(runner) -> None:
-    """Stop the persistent data-loader workers of the runner's built loops now, before Python exits.
-
-    torch <= 2.11 registers, for a loader with ``persistent_workers`` and ``pin_memory``, an ``atexit`` join of
-    each worker with a 5 s timeout, while nothing has told the worker to stop: every join times out. On the H200
-    machines a run with 14 workers in each of its train and val loaders took about 140 s (28 x 5 s) to exit
-    after its last log line. Shutting the iterators down first makes those joins return at once; newer torch
-    shuts persistent workers down at exit itself, and this is then a no-op.
-    """
-    for name in ('_train_loop', '_val_loop', '_test_loop'):
-        loader = getattr(getattr(runner, name, None), 'dataloader', None)  # a loop not built is a dict or None
-        iterator = getattr(loader, '_iterator', None)  # the persistent workers' iterator, once one was made
-        if iterator is not None and hasattr(iterator, '_shutdown_workers'):
-            iterator._shutdown_workers()
-            loader._iterator = None
+           'runtime', 'StrictRunner', 'register_checkpoint_loader']

@@ -379,7 +379,7 @@ def test_registries_resolve_every_component():
 
 # ------------------------------------------------------------------------------------ tool glue
 def test_setup_launcher_and_cpu_threads(monkeypatch):
-    from attnzoo.tasks import setup_cpu_threads, setup_launcher
+    from attnzoo.tasks.runtime import setup_cpu_threads, setup_launcher
     cfg = Config(dict(env_cfg=dict(dist_cfg=dict(backend='nccl'))))
     setup_launcher(cfg, 'none')
     assert cfg.launcher == 'none' and cfg.get('model_wrapper_cfg') is None
@@ -404,7 +404,7 @@ def test_release_dataloader_workers_stops_persistent_workers():
     """tools/train.py and test.py stop the loops' persistent workers before exit (torch <= 2.11 joined each one
     for 5 s at exit); loops not built (dicts) or without workers are left alone."""
     from types import SimpleNamespace
-    from attnzoo.tasks import release_dataloader_workers
+    from attnzoo.tasks.runtime import release_dataloader_workers
     loader = torch.utils.data.DataLoader(torch.arange(8), batch_size=4, num_workers=2, persistent_workers=True)
     assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     workers = loader._iterator._workers

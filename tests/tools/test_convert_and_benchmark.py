@@ -19,10 +19,7 @@ PARITY = ROOT.parent / 'shared' / 'parity'
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f'attnzoo.cli.{name}')  # tools/<name>.py runs its main
 
 
 NAT_REDUCED = ['embed_dim=16', 'depths=[2,2,2,2]', 'num_heads=[1,2,4,8]', 'mlp_ratio=3']
@@ -181,9 +178,7 @@ def test_benchmark_mode_arguments_are_checked():
 def test_benchmark_child_that_dies_or_hangs_fails_its_row(monkeypatch):
     """A measuring process that exits without a result, or sends none before --timeout, is reported (the hung one
     killed) instead of leaving the parent blocked in queue.get() forever."""
-    monkeypatch.syspath_prepend(str(ROOT / 'tools'))  # the spawned children import the tool by its module name
-    monkeypatch.delitem(sys.modules, 'benchmark', raising=False)
-    benchmark = importlib.import_module('benchmark')
+    benchmark = _load_tool('benchmark')  # the spawned children import it by its module name
     died = benchmark._in_subprocess(os._exit, 3, timeout_s=120)
     assert 'exited with code 3' in died['error']
     start = time.monotonic()

@@ -75,12 +75,8 @@ def test_train_test_and_sr_tool(photos, tmp_path):
 
 
 def sr_main(argv):
-    sys.path.insert(0, str(REPO / 'tools'))
-    try:
-        import importlib
-        return importlib.import_module('sr').main(argv)
-    finally:
-        sys.path.remove(str(REPO / 'tools'))
+    from attnzoo.cli.sr import main
+    return main(argv)
 
 
 def test_sr_tool_official_checkpoint_and_errors(tmp_path, capsys):
