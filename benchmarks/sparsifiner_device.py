@@ -4,7 +4,7 @@ sparse models against their dense peers, and the speed curve.
 1. ``pytest`` of ``tests/ops/test_sparse_cuda.py`` and ``tests/models/test_sparsifiner_cuda.py`` (summary kept).
 2. Eager, bf16 autocast, inference batch 256, SGD train step batch 128 (``tools/benchmark.py``'s step):
    * ``deit_small_patch16_224`` (timm) against ``sparsifiner_deit_small`` at keep 0.25, with every predictor
-     (``torch``: unfused, ``triton``: fused) x attention (``auto``: masked SDPA, ``triton``: block-skipping
+     (``torch``: unfused, ``triton``: fused) x attention (``torch``: masked SDPA, ``triton``: block-skipping
      kernel) variant (``Sparsifiner.set_backends``);
    * dense LV-ViT-S (``sparsifiner_lvvit_small`` at keep 1.0: the predictor is skipped) against
      ``sparsifiner_lvvit_small`` at keep 0.25, the same variants;
@@ -33,7 +33,7 @@ import attnzoo  # noqa: E402,F401
 from attnzoo.utils.timing import median_ms  # noqa: E402
 from benchmark import _step  # noqa: E402  (tools/benchmark.py: one inference pass / one train step)
 
-VARIANTS = [('torch', 'auto'), ('triton', 'auto'), ('triton', 'triton'), ('torch', 'triton')]
+VARIANTS = [('torch', 'torch'), ('triton', 'torch'), ('triton', 'triton'), ('torch', 'triton')]
 CUDA_TESTS = ['tests/ops/test_sparse_cuda.py', 'tests/models/test_sparsifiner_cuda.py']
 
 
@@ -86,7 +86,7 @@ def plan() -> list:
     for size in (224, 384):
         rows.append(dict(model='deit_small_patch16_224', img_size=size, peer=None, group=f'curve{size}'))
         for keep in (1.0, 0.5, 0.25, 0.1):
-            for b in (('triton', 'auto'), ('triton', 'triton')):
+            for b in (('triton', 'torch'), ('triton', 'triton')):
                 if keep == 1.0 and b[1] == 'triton':
                     continue  # keep 1.0 is dense SDPA whatever the backends
                 rows.append(dict(model='sparsifiner_deit_small', img_size=size, keep=keep, backends=b,

@@ -14,10 +14,11 @@ are zeroed; each query then keeps its top ``ceil(keep_rate * num_tokens)`` keys
 (``attnzoo.ops.topk_connectivity``: among equal scores the lower index wins; on CUDA one fused Triton
 kernel that never writes the ``N x N`` reconstruction). The class-token row stays dense. Attention over
 the kept keys: on the CPU ``attnzoo.ops.topk_attention`` over the kept indices (its ``torch`` path's cost
-falls with the keep rate), on CUDA ``attnzoo.ops.connectivity_attention`` over the kept bitmask (fused
-masked SDPA, or the block-skipping Triton kernel under backend ``triton``); the official code fills
-``-inf`` into dense attention. ``Sparsifiner.set_backends`` picks the predictor / attention backends of
-every layer (benchmarks compare them).
+falls with the keep rate), on CUDA ``attnzoo.ops.connectivity_attention`` over the kept bitmask (by
+default, ``auto``, the block-skipping Triton kernels, measured faster than the fused masked SDPA call of
+backend ``torch`` on the H200; see ``attnzoo/ops/connectivity.py``); the official code fills ``-inf`` into
+dense attention. ``Sparsifiner.set_backends`` picks the predictor / attention backends of every layer
+(benchmarks compare them).
 
 Training modes (set by ``set_recon_mode``; see ``attnzoo.tasks.sparsifiner``):
 * phase 1 (``recon=True``, in training mode): the backbone runs dense attention and every attention
@@ -300,8 +301,9 @@ class Sparsifiner(VisionTransformer):
 
     def set_backends(self, predictor: str = 'auto', attention: str = 'auto') -> None:
         """Backends of every layer's predictor (``topk_connectivity``: ``torch`` unfused, ``triton`` fused) and
-        sparse attention (``connectivity_attention``: ``auto`` masked SDPA, ``triton`` the block-skipping
-        kernel), used where no ``use_backend`` block is active; ``'auto'`` follows the ops' own choice."""
+        sparse attention (``connectivity_attention``: ``torch`` masked SDPA, ``triton`` the block-skipping
+        kernels), used where no ``use_backend`` block is active; ``'auto'`` (the default) follows the ops' own
+        measured choice, on CUDA ``triton`` for both where the kernels apply."""
         choice = {'predictor': check_backend_name(predictor), 'attention': check_backend_name(attention)}
         for blk in self.blocks:
             blk.attn.backends = dict(choice)

@@ -27,19 +27,30 @@ Backends (``attnzoo.ops.use_backend``):
                       query rows) keeps the coefficients, their top-k, the reconstruction of its rows and a
                       per-row threshold search in registers; the ``Nq x Nk`` reconstruction never reaches
                       memory. CUDA, or Triton's interpreter (``TRITON_INTERPRET=1``) on the CPU.
-    auto              ``triton`` on CUDA when Triton is installed, else ``torch``.
+    auto              ``triton`` on CUDA when Triton is installed, else ``torch``. Measured on the H200 (torch
+                      2.11, Triton 3.6, bf16 autocast, eager, inference B=256, train step B=128, keep 0.25;
+                      ``benchmarks/sparsifiner_device.py``, ``benchmarks/results/h200_sparsifiner_fused.json``):
+                      sparsifiner_deit_small 4459 against 1423 img/s in inference (3.1x) and 2525 against 1154
+                      in training (2.2x) with the unfused ``torch`` predictor; sparsifiner_lvvit_small 3.1x / 2.0x.
 ``flex`` / ``natten`` requests run ``torch``.
 
 ``connectivity_attention`` is the attention of each query over the keys of a ``bitmask`` connectivity
 (the class-token rows dense); its backends:
     reference  dense masked attention, as the official code (``-inf`` fill, softmax, ``nan_to_num``).
+    torch      the bitmask as a boolean mask of one fused SDPA call.
     triton     flash-style Triton kernels, forward and backward (``_sparse_attn_triton.py``): key blocks of
                32 keys without a kept key are skipped, the others masked.
-    auto, torch  the bitmask as a boolean mask of one fused SDPA call. By counting, the kernel's skipping
-               pays only for clustered connectivity: at 197 tokens and keep 0.25 a query keeps about 49
-               keys, and a 64-query x 32-key block of unclustered top-k picks holds no kept key with
-               probability ~0.75^2048, so the kernel does the dense work plus the masking; the H200
-               measurement (``benchmarks/sparsifiner_device.py``) compares both.
+    auto       ``triton`` on CUDA where the kernels take the call (no dropout, head_dim 16-128 equal for q and
+               v, fp16 / bf16 / fp32), else ``torch``. By counting the skipping rarely pays for unclustered
+               top-k picks (at 197 tokens and keep 0.25 a 64-query x 32-key block holds no kept key with
+               probability ~0.75^2048), yet the kernels were faster than the masked SDPA call (which also
+               expands the bitmask to a ``[B, heads, N, N]`` boolean mask; not profiled): on the H200 (``h200_sparsifiner_fused.json``, fused predictor
+               in both) sparsifiner_deit_small ran 5380 / 5475 / 5457 against 4430 / 4457 / 4475 img/s in
+               inference and 2838 / 2949 / 2925 against 2621 / 2634 / 2664 in training at keep 0.5 / 0.25 / 0.1
+               (224 px), 1006 / 997 / 1012 against 770 / 764 / 773 and 697 / 693 / 701 against 589 / 585 / 591
+               at 384 px, with 0.92x (224) and 0.72x (384) the training peak memory. The one exception of that
+               run: sparsifiner_lvvit_small training at keep 0.25, 1404 against 1524 img/s (inference 3850
+               against 3189), with the attention shapes of DeiT-S (6 heads of 64, 197 tokens); not yet repeated.
 """
 import math
 from typing import Optional
@@ -228,6 +239,24 @@ def _attention_triton_unsupported(q: torch.Tensor, v: torch.Tensor, dropout_p: f
     return None
 
 
+def _auto_cuda_attention_backend(q: torch.Tensor, v: torch.Tensor, dropout_p: float) -> str:
+    """``auto``'s choice for CUDA inputs: 'triton' where the kernels take the call, else 'torch' (module docstring)."""
+    return 'triton' if _attention_triton_unsupported(q, v, dropout_p) is None else 'torch'
+
+
+def _select_attention_backend(q: torch.Tensor, v: torch.Tensor, dropout_p: float, op: str) -> str:
+    """The backend of ``connectivity_attention``: ``auto`` is ``_auto_cuda_attention_backend`` on CUDA and 'torch'
+    on the CPU; a requested 'triton' the kernels cannot take is a named error."""
+    requested = get_backend()
+    if requested == 'auto':
+        return _auto_cuda_attention_backend(q, v, dropout_p) if q.is_cuda else 'torch'
+    if requested == 'triton':
+        reason = _attention_triton_unsupported(q, v, dropout_p)
+        if reason is not None:
+            raise ValueError(f"{op}: backend 'triton' does not support {reason}; use 'torch' or 'auto'")
+    return requested
+
+
 def connectivity_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bitmask: torch.Tensor,
                            num_kept: int, dense_rows: int = 0, scale: Optional[float] = None,
                            dropout_p: float = 0.0) -> torch.Tensor:
@@ -264,13 +293,10 @@ def connectivity_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bi
     check_dropout(op, dropout_p)
     scale = D ** -0.5 if scale is None else scale
     add_attention_macs(B * H * (dense_rows * Nk + (Nq - dense_rows) * num_kept) * (D + Dv))
-    backend = get_backend()
+    backend = _select_attention_backend(q, v, dropout_p, op)
     if backend == 'reference':
         return _topk_reference(q, k, v, _full_mask(bitmask, Nk, dense_rows), scale, dropout_p)
     if backend == 'triton':
-        reason = _attention_triton_unsupported(q, v, dropout_p)
-        if reason is not None:
-            raise ValueError(f"{op}: backend 'triton' does not support {reason}; use 'torch' or 'auto'")
         return _SparseAttnFunction.apply(q, k, v, bitmask, dense_rows, float(scale))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=_full_mask(bitmask, Nk, dense_rows),
                                           dropout_p=dropout_p, scale=scale)
