@@ -9,6 +9,11 @@ step, with an online softmax. The dK/dV kernel owns a tile of keys and walks the
 can contain them. The bias gradient is written per (query, window slot) by the dQ kernel and reduced
 over batch and positions by one ``index_add`` (no atomics on the few hundred table entries).
 
+Non-finite keys follow ``_nonfinite``'s rule in the forward kernel itself, at the cost of a few vector ops per
+key block (no extra load, no pass over k and v, no host sync): the value rows of keys whose k or v is not finite
+are zeroed as they are loaded, and the queries whose window holds such a key get NaN. The backward kernels are
+plain: a non-finite input spreads NaN through the gradients of its tiles.
+
 Window of group position ``i`` on an axis of group length ``L`` with kernel ``K`` (odd):
 ``start(i) = clamp(i - K // 2, 0, L - K)``, keys ``start(i) .. start(i) + K - 1``; RPB index
 ``key - i + K - 1`` per axis (NATTEN / NAT semantics, non-causal).
@@ -96,6 +101,13 @@ def _logits(q, k, qi, qj, kr, kc, sr, sc, k_valid, q_valid, rpb_ptr, qk_scale,
 
 
 @triton.jit
+def _nonfinite_rows(k, v):
+    """``[N]`` mask of the keys whose ``k`` or ``v`` row (``[N, D]``) holds a NaN or an infinity."""
+    finite = (tl.abs(k.to(tl.float32)) < float('inf')) & (tl.abs(v.to(tl.float32)) < float('inf'))
+    return tl.min(finite.to(tl.int32), 1) == 0
+
+
+@triton.jit
 def _na2d_fwd_kernel(Q, K, V, RPB, O, LSE,
                      sq_b, sq_y, sq_x, sq_h, sk_b, sk_y, sk_x, sk_h, sv_b, sv_y, sv_x, sv_h,
                      so_b, so_y, so_x, so_h, sl_b, sl_y, sl_x, sl_h,
@@ -103,7 +115,11 @@ def _na2d_fwd_kernel(Q, K, V, RPB, O, LSE,
                      KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, HAS_RPB: tl.constexpr,
                      BH: tl.constexpr, BW: tl.constexpr, KR: tl.constexpr, KC: tl.constexpr,
                      PRECISION: tl.constexpr):
-    """Output and log2-sum-exp of one ``BH x BW`` query tile (``O`` strides ``so_*``, ``LSE`` strides ``sl_*``)."""
+    """Output and log2-sum-exp of one ``BH x BW`` query tile (``O`` strides ``so_*``, ``LSE`` strides ``sl_*``).
+
+    Non-finite keys (``_nonfinite``'s rule): a masked pair still multiplies its value by ``p = 0``, so the value
+    rows of keys whose k or v is not finite are zeroed as they are loaded, and the queries with such a key inside
+    their window get NaN for output and log2-sum-exp; the other queries of the tile are unaffected."""
     b, h, gy, gx, LH, LW, qi, qj, q_valid = _program_tile(heads, H, W, dil_h, dil_w, tiles_h, tiles_w, BH, BW)
     sr, sc = _start(qi, LH, KH), _start(qj, LW, KW)
     y, x = gy + dil_h * qi, gx + dil_w * qj
@@ -115,24 +131,29 @@ def _na2d_fwd_kernel(Q, K, V, RPB, O, LSE,
     m_i = tl.full([BH * BW], -float('inf'), tl.float32)
     l_i = tl.zeros([BH * BW], tl.float32)
     acc = tl.zeros([BH * BW, D], tl.float32)
+    poisoned = tl.zeros([BH * BW], tl.int32)  # > 0: a non-finite key is inside the query's window
     for r0 in range(r_lo, r_hi, KR):
         for c0 in range(c_lo, c_hi, KC):
             kr, kc, k_valid = _block(r0, c0, r_hi, c_hi, LH, LW, KR, KC)
             ky, kx = gy + dil_h * kr, gx + dil_w * kc
             k = tl.load(_rows(K, b, h, sk_b, sk_h, ky, kx, sk_y, sk_x, D))
+            v = tl.load(_rows(V, b, h, sv_b, sv_h, ky, kx, sv_y, sv_x, D))
+            bad = _nonfinite_rows(k, v)
+            v = tl.where(bad[:, None], tl.zeros_like(v), v)
             s, inside = _logits(q, k, qi, qj, kr, kc, sr, sc, k_valid, q_valid, rpb_ptr, qk_scale,
                                 KH, KW, HAS_RPB, PRECISION)
+            poisoned += tl.sum((inside & bad[None, :]).to(tl.int32), 1)
             s = tl.where(inside, s, -1.0e30)  # finite: a fully masked first block must not produce NaN
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(_rows(V, b, h, sv_b, sv_h, ky, kx, sv_y, sv_x, D))
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m_i = m_new
-    acc = acc / l_i[:, None]
+    acc = tl.where(poisoned[:, None] > 0, float('nan'), acc / l_i[:, None])
+    lse = tl.where(poisoned > 0, float('nan'), m_i + tl.log2(l_i))
     tl.store(_rows(O, b, h, so_b, so_h, y, x, so_y, so_x, D), acc.to(O.dtype.element_ty), mask=q_valid[:, None])
-    tl.store(LSE + b * sl_b + h * sl_h + y * sl_y + x * sl_x, m_i + tl.log2(l_i), mask=q_valid)
+    tl.store(LSE + b * sl_b + h * sl_h + y * sl_y + x * sl_x, lse, mask=q_valid)
 
 
 @triton.jit

@@ -693,8 +693,8 @@ def _neighborhood_attention(q, k, v, kernel_size, dilation, is_causal, rpb, scal
     add_attention_macs(batch * heads * math.prod(q.shape[1:1 + n]) * math.prod(kernel)
                        * (q.shape[-1] + v.shape[-1]))
     backend = _select_backend(q, v, rpb, kernel, dil, causal, dropout_p, n, op)
-    # Non-finite keys (``_nonfinite``): zeroed before, their queries set to NaN after. The Triton kernels apply
-    # the window with a select inside the kernel instead, which costs their hot path no extra pass.
+    # Non-finite keys (``_nonfinite``): zeroed before, their queries set to NaN after. The Triton forward kernel
+    # does both per key block inside the kernel instead, which costs its hot path no extra pass.
     bad = None if backend == 'triton' else nonfinite_keys(k, v)
     if bad is not None:
         k, v = zero_keys(k, bad), zero_keys(v, bad)
