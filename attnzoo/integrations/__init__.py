@@ -1,6 +1,7 @@
-"""attnzoo backbones for OpenMMLab (mmdet 3.x / mmseg 1.x) and for attnzoo's own dense tasks.
+"""attnzoo backbones for OpenMMLab (mmdet 3.x / mmseg 1.x): registration only.
 
-Importing this package registers one backbone class per family -- ``NAT``, ``DiNAT``, ``DiNAT_s``, ``BiFormer``,
+The backbone itself is :class:`attnzoo.models.dense.DenseBackbone` (attnzoo's own dense tasks use it directly,
+without this package). Importing this package registers one backbone class per family -- ``NAT``, ``DiNAT``, ``DiNAT_s``, ``BiFormer``,
 ``FaViT``, ``L2ViT``, ``Sparsifiner`` -- plus the generic ``AttnZooBackbone`` (any timm ``model_name``):
 
 * in an mmengine registry with scope ``attnzoo`` (a child of mmengine's root ``MODELS``), so every OpenMMLab
@@ -27,18 +28,21 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-from .backbone import DenseBackbone, dense_model_kwargs, dinat_dense_dilations, load_dense_checkpoint  # noqa: F401
+from mmengine.model import BaseModule
 
-__all__ = ['MODELS', 'AttnZooBackbone', 'FAMILY_BACKBONES', 'DenseBackbone', 'load_dense_checkpoint',
-           'dense_model_kwargs', 'dinat_dense_dilations', 'register_backbones']
+from ..models.dense import DenseBackbone
+
+__all__ = ['MODELS', 'AttnZooBackbone', 'FAMILY_BACKBONES', 'register_backbones', 'register_in_openmmlab']
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='attnzoo')
 
 
-class AttnZooBackbone(DenseBackbone):
-    """:class:`DenseBackbone` with the OpenMMLab calling convention: ``forward`` returns a tuple of NCHW maps;
-    ``arch`` picks the variant of a family class (``DiNAT(arch='tiny')`` is ``dinat_tiny``), ``model_name`` any
-    timm model; unknown kwargs go to ``timm.create_model``."""
+class AttnZooBackbone(DenseBackbone, BaseModule):
+    """:class:`~attnzoo.models.dense.DenseBackbone` with the OpenMMLab calling convention, an mmengine
+    ``BaseModule``: ``forward`` returns a tuple of NCHW maps; ``arch`` picks the variant of a family class
+    (``DiNAT(arch='tiny')`` is ``dinat_tiny``), ``model_name`` any timm model; unknown kwargs go to
+    ``timm.create_model``. ``DenseBackbone``'s ``init_cfg`` / ``init_weights`` / ``is_init`` come first in the
+    method order; ``BaseModule`` adds mmengine's ``init_cfg`` in the printed module."""
 
     model_prefix: Optional[str] = None
 

@@ -52,7 +52,7 @@ from ._base import (
     build_staged_model, StagedClassifier, check_drop_rates, check_image_batch, remap_state_dict, unwrap_state_dict)
 from ._pretrained import resolve_pretrained
 
-__all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn']
+__all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn', 'biformer_dense_kwargs']
 
 _ATTN_LAYOUTS = ('legacy', 'nchw')
 _STEM_TYPES = ('conv', 'patch')
@@ -420,6 +420,18 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 # ----------------------------------------------------------------------------------------------------------------
 # Builders, pretrained configs, registered variants
 # ----------------------------------------------------------------------------------------------------------------
+
+# Dense prediction settings (read by attnzoo.models.dense): regions per side and padding of maps not divisible
+# by them (official object_detection/ and semantic_segmentation/ configs: n_win=16 / 8, auto_pad=True), and the
+# LayerNorm after each returned map of the official dense backbone (checkpoint key pattern, eps).
+DENSE_PRESETS = {'coco': dict(num_regions=16, auto_pad=True), 'ade20k': dict(num_regions=8, auto_pad=True)}
+DENSE_OUT_NORM = (r'^extra_norms\.(\d+)\.(weight|bias)$', 1e-6)
+
+
+def biformer_dense_kwargs(model_name: str, preset: str, model_kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """BiFormer constructor kwargs for the dense ``preset`` (``'coco'``, ``'ade20k'``): :data:`DENSE_PRESETS`."""
+    return dict(DENSE_PRESETS[preset])
+
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
     """Build a variant. ``features_only=True`` uses timm's getter (NCHW maps from ``forward_intermediates``,

@@ -40,7 +40,7 @@ from ._base import (
     remap_state_dict, unwrap_state_dict)
 from ._pretrained import resolve_pretrained
 
-__all__ = ['NAT', 'NATIsotropic', 'checkpoint_filter_fn']
+__all__ = ['NAT', 'NATIsotropic', 'checkpoint_filter_fn', 'dinat_dense_dilations', 'dinat_dense_kwargs']
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -792,6 +792,58 @@ def _dinat_isotropic(variant: str, pretrained: bool, arch: Dict[str, Any], **kwa
     model_args = {**arch, **kwargs}
     model_args.setdefault('dilations', tuple(1 if i % 2 == 0 else 2 for i in range(model_args['depth'])))
     return _create_nat_isotropic(variant, pretrained, **model_args)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dense prediction settings (read by attnzoo.models.dense)
+# ----------------------------------------------------------------------------------------------------------------
+# Per stage, the dilation pattern that repeats over the stage's layers (official detection/configs/dinat*/ and
+# segmentation/configs/dinat*/): COCO for Mask / Cascade Mask R-CNN at ~800 px, ADE20K for UPerNet at 512 crops.
+_DINAT_DENSE_PATTERNS = {
+    ('dinat', 'coco'): ((1, 28, 1), (1, 7, 1, 14), (1, 3, 1, 5, 1, 7), (1, 3, 1, 3, 1)),
+    ('dinat_s', 'coco'): ((1, 28), (1, 14), (1, 3, 1, 5, 1, 7), (1, 3)),
+    ('dinat', 'ade20k'): ((1, 16, 1), (1, 4, 1, 8), (1, 2, 1, 3, 1, 4), (1, 2, 1, 2, 1)),
+    ('dinat_s', 'ade20k'): ((1, 16), (1, 8), (1, 2, 1, 3, 1, 4), (1, 2)),
+}
+# The official dense backbones' LayerNorm after each returned map: (checkpoint key pattern, eps).
+DENSE_OUT_NORM = (r'^norm(\d+)\.(weight|bias)$', 1e-5)
+
+
+def dinat_dense_dilations(depths: Sequence[int], preset: str, family: str = 'dinat') -> Tuple[Tuple[int, ...], ...]:
+    """DiNAT's per-layer dilations for dense prediction: the official per-stage pattern repeated over each stage.
+
+    ``preset``: ``'coco'`` or ``'ade20k'``; ``family``: ``'dinat'`` or ``'dinat_s'``. E.g. DiNAT-T on COCO:
+    ``(1,28,1), (1,7,1,14), (1,3,1,5,1,7)x3, (1,3,1,3,1)``.
+    """
+    key = (family, preset)
+    if key not in _DINAT_DENSE_PATTERNS:
+        raise ValueError(f'preset={preset!r}, family={family!r}: no DiNAT dense dilations; valid: '
+                         f'{sorted(_DINAT_DENSE_PATTERNS)}')
+    patterns = _DINAT_DENSE_PATTERNS[key]
+    if len(depths) != len(patterns):
+        raise ValueError(f'depths={list(depths)}: expected {len(patterns)} stages')
+    return tuple(tuple(p[j % len(p)] for j in range(d)) for d, p in zip(depths, patterns))
+
+
+def _variant_depths(model_name: str) -> Tuple[int, ...]:
+    """Blocks per stage of the registered variant ``model_name``, read off the model built on the meta device (no
+    memory, no initialisation), so the depths are written once, in the variant's entry point."""
+    from timm.models import model_entrypoint
+
+    with torch.device('meta'):
+        model = model_entrypoint(model_name.split('.')[0])()
+    return tuple(len(stage.blocks) for stage in model.stages)
+
+
+def dinat_dense_kwargs(model_name: str, preset: str, model_kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """DiNAT / DiNAT_s constructor kwargs for the dense ``preset`` (``'coco'``, ``'ade20k'``): the official dense
+    ``dilations`` for ``model_kwargs['depths']`` (else the variant's); nothing if ``model_kwargs`` sets
+    ``dilations``."""
+    if 'dilations' in model_kwargs:
+        return {}
+    family = 'dinat_s' if model_name.startswith('dinat_s_') else 'dinat'
+    depths = model_kwargs.get('depths') or _variant_depths(model_name)
+    return dict(dilations=dinat_dense_dilations(depths, preset, family))
 
 
 @register_model

@@ -1,6 +1,6 @@
 """Object detection and instance segmentation on mmengine's Runner with torchvision's detectors.
 
-Every detector sits on :class:`~attnzoo.integrations.backbone.DenseBackbone` (any attnzoo / timm model's
+Every detector sits on :class:`~attnzoo.models.dense.DenseBackbone` (any attnzoo / timm model's
 ``features_only`` maps, the paper's dense settings by ``dense_preset``) and torchvision's FPN:
 
 * ``MODELS``: :class:`TorchvisionDetector` -- ``detector='faster_rcnn' | 'mask_rcnn' | 'retinanet' | 'fcos' |
@@ -45,7 +45,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, boxes as 
 from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from ..integrations.backbone import DenseBackbone
+from ..models.dense import DenseBackbone
 from ._common import SummaryHook, final_line, find_metric, prepare_dataset, publish_dir, staging_dir
 
 __all__ = ['FPNBackbone', 'CascadeRoIHeads', 'build_detector', 'TorchvisionDetector', 'CocoDetDataset',

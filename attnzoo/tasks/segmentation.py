@@ -1,6 +1,6 @@
 """Semantic segmentation on mmengine's Runner: UPerNet and semantic FPN on any attnzoo / timm backbone.
 
-* ``MODELS``: :class:`EncoderDecoderSegmentor` -- :class:`~attnzoo.integrations.backbone.DenseBackbone` +
+* ``MODELS``: :class:`EncoderDecoderSegmentor` -- :class:`~attnzoo.models.dense.DenseBackbone` +
   ``decode_head='uper'`` (:class:`UPerHead`: pyramid pooling on C5 + FPN fusion, 512 channels, dropout 0.1, as
   mmseg's ``UPerHead``) with the auxiliary :class:`FCNHead` on C4 (weight 0.4), or ``'fpn'``
   (:class:`SemanticFPNHead`: FPN neck 256 + Kirillov's head, 128 channels); cross-entropy with ignore index 255;
@@ -33,7 +33,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, FUNCTIONS, METRICS, MODELS
 from torchvision.ops import FeaturePyramidNetwork
 
-from ..integrations.backbone import DenseBackbone
+from ..models.dense import DenseBackbone
 from ._common import prepare_dataset, publish_dir, staging_dir
 
 __all__ = ['ConvBNReLU', 'UPerHead', 'FCNHead', 'SemanticFPNHead', 'EncoderDecoderSegmentor', 'SegFolderDataset',

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import Registry
 
-import attnzoo.integrations as integ
 from attnzoo.integrations import AttnZooBackbone, FAMILY_BACKBONES
-from attnzoo.integrations.backbone import DenseBackbone, dense_model_kwargs, dinat_dense_dilations
+from attnzoo.models.dense import DenseBackbone, dense_model_kwargs, load_dense_checkpoint
+from attnzoo.models.nat import dinat_dense_dilations
 
 TINY = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), kernel_size=3,
             dilations=((2,), (1,), (1,), (1,)), mlp_ratio=1.0)
@@ -133,10 +133,10 @@ def test_classification_checkpoint_loads_and_bad_keys_are_named(parity_dir, tmp_
     bad = dict(case['state_dict'])
     bad['levels.0.blocks.0.attn.unknown'] = torch.zeros(1)
     with pytest.raises(ValueError, match='unknown'):
-        integ.load_dense_checkpoint(b, bad)
+        load_dense_checkpoint(b, bad)
     missing = {k: v for k, v in case['state_dict'].items() if 'levels.3' not in k}
     with pytest.raises(ValueError, match='missing'):
-        integ.load_dense_checkpoint(b, missing)
+        load_dense_checkpoint(b, missing)
 
 
 def test_init_cfg_checkpoint_is_strict_and_tensors_only(tmp_path):
@@ -156,12 +156,12 @@ def test_init_cfg_checkpoint_is_strict_and_tensors_only(tmp_path):
         backbone.init_weights()
     trained = tmp_path / 'checkpoint-best.pth'
     torch.save({'model': source.state_dict(), 'args': argparse.Namespace(model='nat_mini'), 'epoch': 1}, trained)
-    integ.load_dense_checkpoint(backbone, str(trained))
+    load_dense_checkpoint(backbone, str(trained))
     assert torch.equal(backbone.network.state_dict()['stem.proj.0.weight'], source.state_dict()['stem.proj.0.weight'])
     code = tmp_path / 'code.pth'
     torch.save({'model': source.state_dict(), 'hook': os.getpid}, code)
     with pytest.raises(CheckpointError, match='needs full unpickling.*--trust-checkpoint'):
-        integ.load_dense_checkpoint(backbone, str(code))
+        load_dense_checkpoint(backbone, str(code))
 
 
 # ------------------------------------------------------------------------------------ real OpenMMLab

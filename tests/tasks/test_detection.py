@@ -12,7 +12,7 @@ from mmengine.model import BaseModel
 
 import attnzoo  # noqa: F401
 import attnzoo.tasks  # noqa: F401  (registers the components)
-from attnzoo.integrations.backbone import dense_model_kwargs
+from attnzoo.models.dense import dense_model_kwargs
 
 pytest.importorskip('pycocotools')
 from attnzoo.tasks.detection import (DETECTORS, CocoDetDataset, CocoMetric, TorchvisionDetector,  # noqa: E402

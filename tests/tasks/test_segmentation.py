@@ -11,7 +11,7 @@ from mmengine.model import BaseModel
 
 import attnzoo  # noqa: F401
 import attnzoo.tasks  # noqa: F401
-from attnzoo.integrations.backbone import dense_model_kwargs
+from attnzoo.models.dense import dense_model_kwargs
 from attnzoo.tasks.segmentation import (EncoderDecoderSegmentor, FCNHead, IoUMetric, SegFolderDataset,
                                         SemanticFPNHead, UPerHead, reduce_zero_label, seg_collate, write_tiny_seg)
 

@@ -1,65 +1,61 @@
 """The one dense-prediction backbone of attnzoo: any timm model's multi-scale features as NCHW maps.
 
 :class:`DenseBackbone` is what every detector / segmentor of ``attnzoo.tasks`` and the OpenMMLab plug-in
-(``attnzoo.integrations.mmdet`` / ``.mmseg``) put under their necks:
+(``attnzoo.integrations``, which only registers it) put under their necks:
 
 * ``timm.create_model(model_name, features_only=True, out_indices=...)`` -- attnzoo families and any other
   hierarchical timm model (NHWC feature outputs, as timm's Swin gives, are permuted to NCHW);
 * a single-scale model (isotropic NAT/DiNAT, Sparsifiner, ViT) gets a ViTDet-style simple pyramid
   (strides 4 / 8 / 16 / 32 from its stride-16 map) when ``simple_pyramid`` is on (the default for them);
-* per-output LayerNorms where the official dense backbone has them (NAT/DiNAT ``norm{i}``, BiFormer
-  ``extra_norms.{i}``), so official detection / segmentation checkpoints load with nothing left over;
-* the paper's dense-prediction settings by name (``dense_preset='coco'`` / ``'ade20k'``: DiNAT's detection and
-  segmentation dilations, BiFormer's 16 / 8 regions with padding), explicit ``model_kwargs`` win;
-* mmdet-style ``frozen_stages`` / ``norm_eval`` and ``init_cfg=dict(type='Pretrained', checkpoint=...)`` that
-  reads classification checkpoints and official mmdet/mmseg checkpoints (``backbone.`` prefix) through the
-  family's ``checkpoint_filter_fn``.
+* per-output LayerNorms (``timm.layers.LayerNorm2d``) where the official dense backbone has them (NAT/DiNAT
+  ``norm{i}``, BiFormer ``extra_norms.{i}``), so official detection / segmentation checkpoints load with nothing
+  left over;
+* the paper's dense-prediction settings by name (``dense_preset='coco'`` / ``'ade20k'``), each family's defined in
+  its own model file (``nat.dinat_dense_kwargs``: DiNAT's dilations; ``biformer.biformer_dense_kwargs``: 16 / 8
+  regions with padding); explicit ``model_kwargs`` win;
+* ``frozen_stages`` / ``norm_eval`` with torchvision's ``trainable_layers`` semantics (stages counted in the
+  network, not in ``out_indices``) and ``init_cfg=dict(type='Pretrained', checkpoint=...)`` that reads
+  classification checkpoints and official mmdet/mmseg checkpoints (``backbone.`` prefix) through the family's
+  ``checkpoint_filter_fn``.
+
+The class is a plain ``nn.Module`` (models need no mmengine): ``init_cfg`` / ``init_weights()`` / ``is_init``
+follow mmengine's ``BaseModule`` protocol by duck typing, so an mmengine or OpenMMLab model initialises it like
+one of its own. Only a URL / ``open-mmlab://`` checkpoint imports mmengine (its ``CheckpointLoader``).
+
+The freezing walk is written here, not taken from torchvision: ``torchvision.models.detection.backbone_utils``
+freezes a ResNet by its child names (``layer4``... ``conv1``), while the timm models here name their stages in
+``feature_info``; the stem is what matches the model's ``group_matcher`` stem pattern (timm's feature wrappers
+without one: :data:`STEM_PATTERN`).
 """
 from __future__ import annotations
 
+import difflib
 import re
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from mmengine.model import BaseModule
+from timm.layers import LayerNorm2d
 
 from ..utils.checkpoint import load_checkpoint, load_state_dict_strict
+from . import biformer, nat
 
-__all__ = ['DenseBackbone', 'dense_model_kwargs', 'dinat_dense_dilations', 'load_dense_checkpoint',
-           'model_family', 'DENSE_PRESETS']
+__all__ = ['DenseBackbone', 'SimplePyramid', 'dense_model_kwargs', 'load_dense_checkpoint', 'model_family',
+           'DENSE_PRESETS', 'STEM_PATTERN', 'check_model_name']
 
-
-# --------------------------------------------------------------------------------------------------------------
-# per-paper dense settings
-# --------------------------------------------------------------------------------------------------------------
-# Per stage, the dilation pattern that repeats over the stage's layers (official
-# detection/configs/dinat*/ and segmentation/configs/dinat*/ of SHI-Labs/Neighborhood-Attention-Transformer).
-_DINAT_PATTERNS = {
-    ('dinat', 'coco'): ((1, 28, 1), (1, 7, 1, 14), (1, 3, 1, 5, 1, 7), (1, 3, 1, 3, 1)),
-    ('dinat_s', 'coco'): ((1, 28), (1, 14), (1, 3, 1, 5, 1, 7), (1, 3)),
-    ('dinat', 'ade20k'): ((1, 16, 1), (1, 4, 1, 8), (1, 2, 1, 3, 1, 4), (1, 2, 1, 2, 1)),
-    ('dinat_s', 'ade20k'): ((1, 16), (1, 8), (1, 2, 1, 3, 1, 4), (1, 2)),
-}
-_DEFAULT_DEPTHS = {
-    'dinat_mini': (3, 4, 6, 5), 'dinat_tiny': (3, 4, 18, 5), 'dinat_small': (3, 4, 18, 5),
-    'dinat_base': (3, 4, 18, 5), 'dinat_large': (3, 4, 18, 5),
-    'dinat_s_tiny': (2, 2, 6, 2), 'dinat_s_small': (2, 2, 18, 2), 'dinat_s_base': (2, 2, 18, 2),
-    'dinat_s_large': (2, 2, 18, 2),
-}
-# BiFormer: regions per side and padding of maps not divisible by them (official object_detection/ and
-# semantic_segmentation/ configs: n_win=16 / 8, auto_pad=True).
-DENSE_PRESETS = {
-    'coco': {'biformer': dict(num_regions=16, auto_pad=True)},
-    'ade20k': {'biformer': dict(num_regions=8, auto_pad=True)},
-}
-# Official dense backbones with one LayerNorm per output: (official key pattern, eps).
-_OUT_NORMS = {'nat': (r'^norm(\d+)\.(weight|bias)$', 1e-5), 'dinat': (r'^norm(\d+)\.(weight|bias)$', 1e-5),
-              'dinat_s': (r'^norm(\d+)\.(weight|bias)$', 1e-5),
-              'biformer': (r'^extra_norms\.(\d+)\.(weight|bias)$', 1e-6)}
+DENSE_PRESETS = ('coco', 'ade20k')
+# Per family: the constructor kwargs of a dense preset, ``fn(model_name, preset, model_kwargs) -> dict``.
+_PRESET_KWARGS: Dict[str, Callable[[str, str, dict], dict]] = {
+    'dinat': nat.dinat_dense_kwargs, 'dinat_s': nat.dinat_dense_kwargs, 'biformer': biformer.biformer_dense_kwargs}
+# Per family: the official dense backbone's LayerNorm after each output (checkpoint key pattern, eps).
+_OUT_NORMS: Dict[str, Tuple[str, float]] = {
+    'nat': nat.DENSE_OUT_NORM, 'dinat': nat.DENSE_OUT_NORM, 'dinat_s': nat.DENSE_OUT_NORM,
+    'biformer': biformer.DENSE_OUT_NORM}
+# The stem's children in timm's flattened feature wrappers (FeatureListNet drops the model's group_matcher):
+# attnzoo's / ConvNeXt's ``stem``, ViT / Swin ``patch_embed``, ResNet's ``conv1 bn1 act1 maxpool``.
+STEM_PATTERN = r'^(stem|patch_embed|conv1|bn1|act1|maxpool)'
 
 
 def model_family(model_name: str) -> str:
@@ -73,21 +69,13 @@ def model_family(model_name: str) -> str:
     return base.split('_')[0]
 
 
-def dinat_dense_dilations(depths: Sequence[int], preset: str, family: str = 'dinat') -> Tuple[Tuple[int, ...], ...]:
-    """DiNAT's per-layer dilations for dense prediction: the official per-stage pattern repeated over each stage.
-
-    ``preset``: ``'coco'`` (Mask / Cascade Mask R-CNN, ~800 px inputs) or ``'ade20k'`` (UPerNet, 512 crops);
-    ``family``: ``'dinat'`` or ``'dinat_s'``. E.g. DiNAT-T on COCO: ``(1,28,1), (1,7,1,14), (1,3,1,5,1,7)x3,
-    (1,3,1,3,1)``.
-    """
-    key = (family, preset)
-    if key not in _DINAT_PATTERNS:
-        raise ValueError(f'preset={preset!r}, family={family!r}: no DiNAT dense dilations; valid: '
-                         f'{sorted(_DINAT_PATTERNS)}')
-    patterns = _DINAT_PATTERNS[key]
-    if len(depths) != len(patterns):
-        raise ValueError(f'depths={list(depths)}: expected {len(patterns)} stages')
-    return tuple(tuple(p[j % len(p)] for j in range(d)) for d, p in zip(depths, patterns))
+def check_model_name(model_name: str) -> None:
+    """Raise a ``ValueError`` naming the closest registered timm models if ``model_name`` (a tag allowed) is not
+    one (``import attnzoo`` registers the zoo's)."""
+    if not timm.is_model(model_name.split('.')[0]):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
+        raise ValueError(f'model_name={model_name!r} is not a registered timm model '
+                         f'(did you `import attnzoo`?); close matches: {close}')
 
 
 def dense_model_kwargs(model_name: str, preset: Optional[str], model_kwargs: Optional[dict] = None) -> dict:
@@ -98,41 +86,27 @@ def dense_model_kwargs(model_name: str, preset: Optional[str], model_kwargs: Opt
         return model_kwargs
     if preset not in DENSE_PRESETS:
         raise ValueError(f'dense_preset={preset!r} is unknown; valid: None, {sorted(DENSE_PRESETS)}')
-    family = model_family(model_name)
-    out = dict(DENSE_PRESETS[preset].get(family, {}))
-    if family in ('dinat', 'dinat_s') and 'dilations' not in model_kwargs:
-        base = model_name.split('.')[0]
-        arch = re.sub(r'_(384|11x11)', '', base)
-        depths = model_kwargs.get('depths', _DEFAULT_DEPTHS.get(arch))
-        if depths is None:
-            raise ValueError(f'model_name={model_name!r}: pass depths= (or dilations=) to use dense_preset={preset!r}')
-        out['dilations'] = dinat_dense_dilations(depths, preset, family)
+    preset_fn = _PRESET_KWARGS.get(model_family(model_name))
+    out = preset_fn(model_name, preset, model_kwargs) if preset_fn is not None else {}
     out.update(model_kwargs)
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------
-# modules
-# --------------------------------------------------------------------------------------------------------------
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map (the official per-output norms, applied on NHWC there)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2).contiguous()
-
-
 class SimplePyramid(nn.Module):
     """ViTDet's simple feature pyramid on a single stride-16 map: 2 deconvs (stride 4), 1 deconv (8), identity
-    (16), 2x2 max-pool (32); each level then 1x1 + 3x3 conv to ``out_channels`` (LayerNorm2d after each)."""
+    (16), 2x2 max-pool (32); each level then 1x1 + 3x3 conv to ``out_channels`` (LayerNorm2d after each).
+
+    ``forward(x [B, C, H, W]) -> list`` of ``[B, out_channels, H * s, W * s]`` for each scale ``s``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int = 256, scales: Sequence[float] = (4.0, 2.0, 1.0, 0.5)):
         super().__init__()
         self.levels = nn.ModuleList()
         for s in scales:
             if s == 4.0:
-                layers = [nn.ConvTranspose2d(in_channels, in_channels // 2, 2, 2), LayerNorm2d(in_channels // 2),
-                          nn.GELU(), nn.ConvTranspose2d(in_channels // 2, in_channels // 4, 2, 2)]
+                layers = [nn.ConvTranspose2d(in_channels, in_channels // 2, 2, 2),
+                          LayerNorm2d(in_channels // 2, eps=1e-5), nn.GELU(),
+                          nn.ConvTranspose2d(in_channels // 2, in_channels // 4, 2, 2)]
                 dim = in_channels // 4
             elif s == 2.0:
                 layers, dim = [nn.ConvTranspose2d(in_channels, in_channels // 2, 2, 2)], in_channels // 2
@@ -151,14 +125,33 @@ class SimplePyramid(nn.Module):
         return [level(x) for level in self.levels]
 
 
-class DenseBackbone(BaseModule):
+def _stem_pattern(net: nn.Module) -> str:
+    """The regex of the stem's child names: the model's ``group_matcher`` ``stem``, else :data:`STEM_PATTERN`."""
+    matcher = net.group_matcher(coarse=True) if hasattr(net, 'group_matcher') else {}
+    stem = matcher.get('stem', STEM_PATTERN)
+    return '|'.join(stem) if isinstance(stem, (list, tuple)) else stem
+
+
+def _submodule(net: nn.Module, name: str) -> Optional[nn.Module]:
+    """``net.get_submodule(name)``, also in timm's flattened ``FeatureListNet`` (``stages.0`` -> ``stages_0``);
+    None where the features-only wrapper pruned it (the blocks past the last returned index)."""
+    for candidate in (name, name.replace('.', '_')):
+        try:
+            return net.get_submodule(candidate)
+        except AttributeError:
+            continue
+    return None
+
+
+class DenseBackbone(nn.Module):
     """Multi-scale NCHW features of a timm model, the way the detection / segmentation heads want them.
 
     Args:
         model_name: timm model (attnzoo's register on ``import attnzoo``): ``'dinat_tiny'``, ``'biformer_small'``,
             ``'convnext_tiny'``, ...
-        out_indices: stages whose maps are returned (hierarchical models: ``(0, 1, 2, 3)`` = strides 4..32;
-            single-scale models: the block to take, e.g. ``(11,)``).
+        out_indices: timm feature indices whose maps are returned (attnzoo's hierarchical models: ``(0, 1, 2, 3)``
+            = strides 4..32; timm's ResNet: ``(1, 2, 3, 4)``, index 0 being its stem; single-scale models: the
+            block to take, e.g. ``(11,)``).
         dense_preset: ``None``, ``'coco'`` or ``'ade20k'``: the paper's dense-prediction constructor settings
             (:func:`dense_model_kwargs`); ``model_kwargs`` win over them.
         model_kwargs: further ``timm.create_model`` kwargs (``drop_path_rate``, ``pretrained``,
@@ -167,8 +160,12 @@ class DenseBackbone(BaseModule):
             BiFormer: yes; others: no).
         simple_pyramid: for single-scale models, build :class:`SimplePyramid` to strides 4..32 (``None``: when the
             model has one feature level); ``pyramid_channels`` is its width.
-        frozen_stages: -1 trains everything; 0 freezes the stem; ``k`` freezes the stem and stages ``0..k-1``
-            (parameters without grad, modules kept in eval mode).
+        frozen_stages: -1 trains everything; 0 freezes the stem; ``k`` freezes the stem and the network's first
+            ``k`` stages, whether returned or not, up to all of them (``num_stages``); a stage's output norm is
+            frozen with it. Stages are the feature levels of ``feature_info`` past the stem, counted in the
+            network (ResNet: ``frozen_stages=1`` freezes ``conv1`` / ``bn1`` and ``layer1``), which is
+            torchvision's ``trainable_layers = num_stages - frozen_stages``. Frozen: parameters without grad,
+            modules kept in eval mode. The simple pyramid is never frozen.
         norm_eval: keep BatchNorm layers in eval mode while training (frozen statistics).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL[, prefix='backbone.'])`` loads a classification
             checkpoint or an official mmdet/mmseg one (see :func:`load_dense_checkpoint`) in ``init_weights()``.
@@ -180,14 +177,11 @@ class DenseBackbone(BaseModule):
                  model_kwargs: Optional[dict] = None, out_norm: Optional[bool] = None,
                  simple_pyramid: Optional[bool] = None, pyramid_channels: int = 256, frozen_stages: int = -1,
                  norm_eval: bool = False, init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        import attnzoo  # noqa: F401  (registers the zoo's models in timm)
-        if not timm.is_model(model_name.split('.')[0]):
-            import difflib
-            close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
-            raise ValueError(f'model_name={model_name!r} is not a registered timm model; close matches: {close}')
+        super().__init__()
+        check_model_name(model_name)
         if init_cfg is not None and init_cfg.get('type') != 'Pretrained':
             raise ValueError(f"init_cfg: only dict(type='Pretrained', checkpoint=...) is supported, got {init_cfg}")
+        self.init_cfg, self._is_init = init_cfg, False
         self.model_name = model_name
         self.family = model_family(model_name)
         self.frozen_stages = int(frozen_stages)
@@ -197,7 +191,7 @@ class DenseBackbone(BaseModule):
         self.body = timm.create_model(model_name, features_only=True, out_indices=out_indices, **kwargs)
         info = self.body.feature_info
         channels, strides = list(info.channels()), list(info.reduction())
-        self.out_indices = tuple(info.out_indices) if hasattr(info, 'out_indices') else tuple(range(len(channels)))
+        self.out_indices = tuple(info.out_indices)
         self._nhwc = str(getattr(self.body, 'output_fmt', 'NCHW')).upper().endswith('NHWC')
 
         if simple_pyramid is None:
@@ -213,14 +207,26 @@ class DenseBackbone(BaseModule):
         eps = _OUT_NORMS.get(self.family, (None, 1e-5))[1]
         self.out_norms = nn.ModuleList(LayerNorm2d(c, eps=eps) for c in channels) if out_norm else None
         self.channels, self.strides = channels, strides
-        if self.frozen_stages >= len(self.out_indices) + 1 and self.pyramid is None:
-            raise ValueError(f'frozen_stages={frozen_stages} exceeds the {len(self.out_indices)} stages')
+        self.stage_modules = self._stage_module_names()
+        if not -1 <= self.frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages}: valid -1 (train all), 0 (the stem) .. '
+                             f'{self.num_stages} (the stem and all {self.num_stages} stages of {model_name})')
         self._freeze_stages()
 
     @property
     def network(self) -> nn.Module:
         """The timm model itself (inside timm's feature wrapper), whose keys the family's converter produces."""
         return getattr(self.body, 'model', self.body)
+
+    @property
+    def num_stages(self) -> int:
+        """The network's stages (feature levels past the stem), returned or not: ``frozen_stages``' upper bound."""
+        return len(self.stage_modules)
+
+    @property
+    def is_init(self) -> bool:
+        """Whether ``init_weights()`` ran (mmengine's ``BaseModule`` protocol: it is then not called again)."""
+        return self._is_init
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         feats = self.body(x)
@@ -235,31 +241,47 @@ class DenseBackbone(BaseModule):
             feats = [norm(f) for norm, f in zip(self.out_norms, feats)]
         return feats
 
-    # ---- mmdet-style training behaviour -------------------------------------------------------------------
+    # ---- freezing -----------------------------------------------------------------------------------------
+    def _stage_module_names(self) -> List[str]:
+        """The module names of the network's stages: the ``feature_info`` entries (all, by absolute index) that
+        are not the stem and that the features-only network still holds."""
+        net = self.network
+        stem_re = _stem_pattern(net)
+        names = [entry['module'] for entry in self.body.feature_info.info if not re.match(stem_re, entry['module'])]
+        return [name for name in names if _submodule(net, name) is not None]
+
+    def _stage_of_feature(self, index: int) -> int:
+        """The stage (0-based) that feature index ``index`` is the output of; -1 for a stem feature."""
+        name = self.body.feature_info.info[index]['module']
+        return self.stage_modules.index(name) if name in self.stage_modules else -1
+
     def _frozen_modules(self) -> List[nn.Module]:
+        """The stem's children, the first ``frozen_stages`` stages, and the output norms of frozen stages."""
         if self.frozen_stages < 0:
             return []
         net = self.network
-        matcher = net.group_matcher(coarse=True) if hasattr(net, 'group_matcher') else {}
-        stem_re = matcher.get('stem', r'^(stem|patch_embed|conv1|bn1)')
-        stem_re = '|'.join(stem_re) if isinstance(stem_re, (list, tuple)) else stem_re
+        stem_re = _stem_pattern(net)
         modules = [m for n, m in net.named_children() if re.match(stem_re, n)]
-        info = getattr(self.body, 'feature_info', None)
-        names = [info.get('module', i) for i in range(len(self.out_indices))] if info is not None else []
-        for i in range(min(self.frozen_stages, len(names))):
-            try:
-                modules.append(net.get_submodule(names[i]))
-            except AttributeError:  # timm's flattened FeatureListNet names: stages_0 -> stages.0
-                modules.append(net.get_submodule(names[i].replace('_', '.')))
-            if self.out_norms is not None:
-                modules.append(self.out_norms[i])
+        modules += [_submodule(net, name) for name in self.stage_modules[:self.frozen_stages]]
+        if self.out_norms is not None and self.pyramid is None:
+            modules += [norm for norm, index in zip(self.out_norms, self.out_indices)
+                        if self._stage_of_feature(index) < self.frozen_stages]
         return modules
+
+    def _frozen_parameters(self) -> List[nn.Parameter]:
+        """The parameters of :meth:`_frozen_modules` and, once the stem is frozen, the network's own stem
+        parameters (a ViT's ``cls_token`` / ``pos_embed``)."""
+        params = [p for m in self._frozen_modules() for p in m.parameters()]
+        if self.frozen_stages >= 0:
+            stem_re = _stem_pattern(self.network)
+            params += [p for n, p in self.network.named_parameters(recurse=False) if re.match(stem_re, n)]
+        return params
 
     def _freeze_stages(self) -> None:
         for m in self._frozen_modules():
             m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
+        for p in self._frozen_parameters():
+            p.requires_grad = False
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -291,6 +313,21 @@ def _read_checkpoint(checkpoint: Union[str, dict]) -> dict:
     return CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
 
 
+def _split_out_norms(backbone: DenseBackbone, state: Dict[str, Any]) -> Dict[str, Any]:
+    """Pop the official per-output norm keys out of ``state``; those of returned levels, keyed for
+    ``backbone.out_norms`` (``'<position in out_indices>.<param>'``)."""
+    norm_re = _OUT_NORMS.get(backbone.family, (None,))[0]
+    norm_state = {}
+    if norm_re is None:
+        return norm_state
+    for key in [k for k in state if re.match(norm_re, k)]:
+        level, param = re.match(norm_re, key).groups()
+        value = state.pop(key)
+        if backbone.out_norms is not None and int(level) in backbone.out_indices:
+            norm_state[f'{backbone.out_indices.index(int(level))}.{param}'] = value
+    return norm_state
+
+
 def load_dense_checkpoint(backbone: DenseBackbone, checkpoint: Union[str, dict], prefix: str = 'backbone.',
                           strict: bool = True) -> Dict[str, List[str]]:
     """Load a classification or an official detection / segmentation checkpoint into ``backbone``.
@@ -317,16 +354,7 @@ def load_dense_checkpoint(backbone: DenseBackbone, checkpoint: Union[str, dict],
     else:
         ignored = []
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-
-    norm_re = _OUT_NORMS.get(backbone.family, (None,))[0]
-    norm_state = {}
-    if norm_re is not None:
-        for key in [k for k in state if re.match(norm_re, k)]:
-            level, param = re.match(norm_re, key).groups()
-            level = int(level)
-            value = state.pop(key)
-            if backbone.out_norms is not None and level in backbone.out_indices:
-                norm_state[f'{backbone.out_indices.index(level)}.{param}'] = value
+    norm_state = _split_out_norms(backbone, state)
 
     net = backbone.network
     net_state = net.state_dict()
