@@ -56,28 +56,49 @@ def deit_predictor_inputs(B=4, seed=0):
     return q_c, k_c, proj_n, basis.masked_fill(basis <= 2e-2, 0.)
 
 
-def near_ties(q_c, k_c, proj_n, basis, scale, topk, budget, gap=1e-5):
-    """Rows whose coefficient or score boundary lies within rounding of the next value (fp64)."""
+# A flip between two fp32 implementations needs a boundary gap below the sum of their rounding errors: twice the CPU
+# path's measured error if the GPU kernel's were no larger, times 4 for what the CPU cannot measure (the kernel's
+# exp2-based exp, its reciprocal, its summation order). On the DeiT-S inputs below the CPU errors are 2.0e-7
+# (coefficients) and 4.6e-7 (scores, relative to the row's budget-th score), so rows within 1.6e-6 / 3.7e-6 of a
+# boundary are near-ties: 0.74 % of the rows. The 1e-5 gap used before was 50x the rounding and left out 4.4 %.
+NEAR_TIE_FACTOR = 8
+
+
+def selection_margins(q_c, k_c, proj_n, basis, scale, topk, budget):
+    """Per row of the predictor: the fp64 relative gaps at its two selection boundaries (the ``topk``-th against
+    the next coefficient, the ``budget``-th against the next reconstructed score), and the largest relative error of
+    the fp32 CPU coefficients and scores against fp64 (the rounding of one implementation).
+
+    Returns ``(coef_gap, score_gap)`` ``[B, heads, Nq]`` and ``(coef_err, score_err)`` floats."""
     coef = ((q_c.double() @ (k_c.double().transpose(-1, -2) @ proj_n.double())) * scale).softmax(-1)
-    c = coef.sort(-1, descending=True).values
-    near = (c[..., topk - 1] - c[..., topk]) <= gap * c[..., topk - 1]
-    top = coef.topk(topk, -1).indices
-    s = (torch.zeros_like(coef).scatter(-1, top, coef.gather(-1, top)) @ basis.double()).sort(-1, descending=True)
-    return near | ((s.values[..., budget - 1] - s.values[..., budget]) <= gap * s.values[..., budget - 1])
+    coef32 = ((q_c @ (k_c.transpose(-1, -2) @ proj_n)) * scale).softmax(-1)
+    ranked = coef.sort(-1, descending=True).values
+    coef_gap = (ranked[..., topk - 1] - ranked[..., topk]) / ranked[..., topk - 1]
+    kept = torch.zeros_like(coef).scatter(-1, coef.topk(topk, -1).indices, 1.)  # fp64's pick for both
+    scores, scores32 = (coef * kept) @ basis.double(), (coef32 * kept.float()) @ basis
+    ranked = scores.sort(-1, descending=True).values
+    score_gap = (ranked[..., budget - 1] - ranked[..., budget]) / ranked[..., budget - 1]
+    coef_err = ((coef32.double() - coef).abs() / coef).max().item()
+    score_err = ((scores32.double() - scores).abs().amax(-1) / ranked[..., budget - 1]).max().item()
+    return (coef_gap, score_gap), (coef_err, score_err)
 
 
 @pytest.mark.parametrize('layout', ['indices', 'bitmask'])
 def test_cuda_fused_connectivity_selects_the_cpu_keys(layout):
-    """The same weights select the same keys on both devices, exact ties included (the tie rule); rows whose
-    boundary is within rounding (near-ties, no tie) are left out, and they must be rare."""
+    """The same weights select the same keys on both devices on every row whose boundary gaps exceed
+    ``NEAR_TIE_FACTOR`` times the measured fp32 rounding (near-ties: no tie, the implementations may round either
+    way), and they must stay under 1 % of the rows; exact ties follow the tie rule on both (lower index wins)."""
     from attnzoo.ops import topk_connectivity
     args = deit_predictor_inputs()
     scale, topk, budget = 6 ** -0.5, 8, 50
     cpu = topk_connectivity(*args, scale, topk, budget, layout=layout)
     gpu = topk_connectivity(*(t.cuda() for t in args), scale, topk, budget, layout=layout).cpu()
-    near = near_ties(*args, scale, topk, budget)
-    assert near.float().mean() < 0.01
-    assert (gpu == cpu).all(-1)[~near].all()
+    (coef_gap, score_gap), (coef_err, score_err) = selection_margins(*args, scale, topk, budget)
+    near = (coef_gap <= NEAR_TIE_FACTOR * coef_err) | (score_gap <= NEAR_TIE_FACTOR * score_err)
+    assert near.float().mean() < 0.01, (near.float().mean().item(), coef_err, score_err)
+    differ = ~(gpu == cpu).all(-1)
+    assert not differ[~near].any(), (f'{int(differ[~near].sum())} rows differ beyond the near-ties; their gaps '
+                                     f'{coef_gap[differ & ~near].tolist()[:5]}, {score_gap[differ & ~near].tolist()[:5]}')
     tied = [args[0] * 0, args[1], args[2], torch.randint(0, 3, (32, 197)).float()]  # every coefficient ties
     with use_backend('triton'):
         gpu_tied = topk_connectivity(*(t.cuda() for t in tied), scale, topk, budget, layout=layout).cpu()
