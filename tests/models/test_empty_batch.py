@@ -19,8 +19,18 @@ def test_classifier_empty_batch(name):
     assert grad.shape == x.shape
 
 
-def test_dlgsanet_empty_batch_forward():
-    # Forward only: PyTorch's PixelShuffle backward rejects an empty batch (its gradient has the wrong shape).
-    model = timm.create_model('dlgsanet_tiny_x2').eval()
-    with torch.no_grad():
-        assert model(torch.randn(0, 3, 24, 24)).shape == (0, 3, 48, 48)
+def test_dlgsanet_empty_batch():
+    """Forward and backward (PyTorch's own PixelShuffle backward rejects an empty batch)."""
+    model = timm.create_model('dlgsanet_tiny_x2').train()
+    x = torch.randn(0, 3, 24, 24, requires_grad=True)
+    out = model(x)
+    assert out.shape == (0, 3, 48, 48)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert grad.shape == x.shape
+
+
+@pytest.mark.parametrize('scale', [2, 3])
+def test_dlgsanet_pixel_shuffle_is_torchs(scale):
+    from attnzoo.models.dlgsanet import PixelShuffle
+    x = torch.randn(2, 5 * scale * scale, 7, 6)
+    assert torch.equal(PixelShuffle(scale)(x), torch.nn.functional.pixel_shuffle(x, scale))
