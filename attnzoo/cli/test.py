@@ -15,10 +15,13 @@ import sys
 from attnzoo.tasks import runtime  # first: without mmengine, the ImportError names the [train] extra
 from mmengine.config import Config, DictAction  # noqa: E402
 
+from attnzoo.cli.configs import ListConfigsAction, resolve_config  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Evaluate a checkpoint (mmengine Runner).')
-    p.add_argument('config', help='mmengine config file')
+    p.add_argument('config', help='mmengine config file, or a shipped one: attnzoo::<task>/<name>.py')
+    p.add_argument('--list-configs', action=ListConfigsAction, help='list the shipped configs and exit')
     p.add_argument('checkpoint', help='checkpoint written by tools/train.py, or a bare state dict of the network '
                                       '(attnzoo or official layout, e.g. a released .pth)')
     p.add_argument('--work-dir', help='where the evaluation log goes (default work_dirs/<config name>)')
@@ -39,7 +42,7 @@ def main(argv=None):
     from attnzoo.utils.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(args.checkpoint, trusted=args.trust_checkpoint)
-    cfg = Config.fromfile(args.config)
+    cfg = Config.fromfile(resolve_config(args.config))
     runtime.apply_common_overrides(cfg, args)
     from_runner = is_runner_checkpoint(checkpoint)
     cfg.load_from = args.checkpoint if from_runner else None  # mmengine's own loading (EMA hooks included)
