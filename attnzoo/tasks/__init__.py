@@ -12,6 +12,7 @@ if importlib.util.find_spec('mmengine') is None:
 
 from . import checkpointing  # noqa: F401  (registers AtomicCheckpointHook, the configs' checkpoint hook)
 from . import classification  # noqa: F401  (registers the classification components)
+from . import compiling  # noqa: F401  (registers CompileHook, the tools' --compile)
 from . import detection  # noqa: F401  (registers the detection components)
 from . import segmentation  # noqa: F401  (registers the segmentation components)
 from . import sparsifiner  # noqa: F401  (registers SparsifinerClassifier)
