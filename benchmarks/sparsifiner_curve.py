@@ -97,8 +97,8 @@ def main() -> None:
     args = p.parse_args()
     data = json.loads(args.result.read_text())
     sizes = tuple(args.sizes)
-    head = (f"{data['device']}, torch {data['torch']}, bf16 autocast, eager, inference batch "
-            f"{data['args']['batch']}, SGD train step batch {data['args']['train_batch']}; from `{args.result.name}`.\n\n")
+    head = (f"{data['device']}, torch {data['torch']}, bf16 autocast, eager, inference batch {data['args']['batch']}, "
+            f"SGD train step batch {data['args']['train_batch']}; from `{args.result.name}`.\n\n")
     text = head + markdown(data['rows'], sizes)
     if args.markdown:
         args.markdown.write_text(text)

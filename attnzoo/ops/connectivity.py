@@ -44,13 +44,14 @@ Backends (``attnzoo.ops.use_backend``):
                v, fp16 / bf16 / fp32), else ``torch``. By counting the skipping rarely pays for unclustered
                top-k picks (at 197 tokens and keep 0.25 a 64-query x 32-key block holds no kept key with
                probability ~0.75^2048), yet the kernels were faster than the masked SDPA call (which also
-               expands the bitmask to a ``[B, heads, N, N]`` boolean mask; not profiled): on the H200 (``h200_sparsifiner_fused.json``, fused predictor
-               in both) sparsifiner_deit_small ran 5380 / 5475 / 5457 against 4430 / 4457 / 4475 img/s in
-               inference and 2838 / 2949 / 2925 against 2621 / 2634 / 2664 in training at keep 0.5 / 0.25 / 0.1
-               (224 px), 1006 / 997 / 1012 against 770 / 764 / 773 and 697 / 693 / 701 against 589 / 585 / 591
-               at 384 px, with 0.92x (224) and 0.72x (384) the training peak memory. The one exception of that
-               run: sparsifiner_lvvit_small training at keep 0.25, 1404 against 1524 img/s (inference 3850
-               against 3189), with the attention shapes of DeiT-S (6 heads of 64, 197 tokens); not yet repeated.
+               expands the bitmask to a ``[B, heads, N, N]`` boolean mask; not profiled). On the H200
+               (``h200_sparsifiner_fused.json``, fused predictor in both) sparsifiner_deit_small ran 5380 /
+               5475 / 5457 against 4430 / 4457 / 4475 img/s in inference and 2838 / 2949 / 2925 against 2621 /
+               2634 / 2664 in training at keep 0.5 / 0.25 / 0.1 (224 px), 1006 / 997 / 1012 against 770 / 764 /
+               773 and 697 / 693 / 701 against 589 / 585 / 591 at 384 px, with 0.92x (224) and 0.72x (384) the
+               training peak memory. The one exception of that run: sparsifiner_lvvit_small training at keep
+               0.25, 1404 against 1524 img/s (inference 3850 against 3189), with the attention shapes of DeiT-S
+               (6 heads of 64, 197 tokens); not yet repeated.
 """
 import math
 from typing import Optional
