@@ -1,7 +1,11 @@
 """Train with mmengine's Runner from an mmengine Python config.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--data-root DIR]
-                          [--amp {fp16,bf16,none}] [--cfg-options k=v ...] [--launcher none|pytorch]
+    attnzoo-train CONFIG [--work-dir DIR] [--resume [CKPT]] [--data-root DIR]
+                  [--amp {fp16,bf16,none}] [--cfg-options k=v ...] [--launcher none|pytorch]
+    attnzoo-train --list-configs
+
+CONFIG is a file, or a config shipped with the package: ``attnzoo::classification/demo_digits.py``
+(``attnzoo.cli.configs``). ``python tools/train.py ...`` in a checkout is the same command.
 
 Distributed (DDP; NCCL on CUDA, gloo on CPU):
 
@@ -29,10 +33,14 @@ from attnzoo.tasks import runtime  # first: without mmengine, the ImportError na
 from attnzoo.tasks.compiling import COMPILE_MODES, apply_compile  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 
+from attnzoo.cli.configs import ListConfigsAction, resolve_config  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a model (mmengine Runner).')
-    p.add_argument('config', help='mmengine config file (configs/<task>/<name>.py)')
+    p.add_argument('config', help='mmengine config file (configs/<task>/<name>.py), or a shipped one: '
+                                  'attnzoo::<task>/<name>.py')
+    p.add_argument('--list-configs', action=ListConfigsAction, help='list the shipped configs and exit')
     p.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config name>)')
     p.add_argument('--resume', nargs='?', const=True, default=None, metavar='auto|CKPT',
                    help='no value: resume from the newest checkpoint in the work dir that loads (an error if none); '
@@ -60,7 +68,7 @@ def main(argv=None):
     import attnzoo.tasks as tasks  # registers the task components with mmengine
     from attnzoo.tasks.checkpointing import configure_resume
 
-    cfg = Config.fromfile(args.config)
+    cfg = Config.fromfile(resolve_config(args.config))
     runtime.apply_common_overrides(cfg, args)
     if args.compile:
         apply_compile(cfg, args.compile)
