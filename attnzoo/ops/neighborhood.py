@@ -398,7 +398,12 @@ def _na_tiled(q, k, v, kernel, causal, rpb, scale, dropout_p):
 # One compiled flex_attention serves every layer; each (shape, kernel, causal, rpb?, grad mode,
 # dtype) is one specialisation. A DiNAT needs a handful, but a benchmark or a mixed
 # train/eval run passes dynamo's default limit of 8, after which flex would silently fall back
-# to its unfused O(N^2) path: raise the limit once.
+# to its unfused O(N^2) path. The limit is raised on the first flex call (never at import, never
+# for a process that does not use flex) and process-wide, because dynamo has no per-function
+# limit and a scoped ``torch._dynamo.config.patch`` around the call cannot be traced: inside a
+# model the user compiles (the tools' --compile), where this call is inlined into the user's
+# frames, it is an unsupported context manager (a graph break; an error under fullgraph=True).
+# It is only ever raised (``max``), never lowered.
 _FLEX_RECOMPILE_LIMIT = 64
 
 

@@ -1,50 +1,36 @@
-"""Glue shared by the task modules: demo-dataset preparation and the ``Final: ...`` summary hooks (whose state
-lives in the checkpoints, so it survives a resume)."""
+"""Glue shared by the task modules: the input normalisation of a timm model, the list
+collate of variable-size batches, and the ``Final: ...`` summary hooks (whose state lives in the checkpoints, so it
+survives a resume). The demo datasets are in :mod:`.demo_data`; the check of a timm model name (with its close
+matches) is :func:`attnzoo.models.dense.check_model_name`, which the dense backbone below the tasks uses too."""
 import numbers
-import os
-import os.path as osp
-import shutil
 import time
-from typing import Callable, Dict, Iterable, Optional, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from mmengine.dist import barrier, is_main_process
+import timm
 from mmengine.hooks import Hook
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-__all__ = ['staging_dir', 'publish_dir', 'prepare_dataset', 'find_metric', 'final_line', 'scalar_metrics',
+__all__ = ['model_mean_std', 'list_collate', 'find_metric', 'final_line', 'scalar_metrics',
            'SummaryHook']
 
 
 # --------------------------------------------------------------------------------------------
-# demo datasets
+# normalisation and batches
 # --------------------------------------------------------------------------------------------
-def staging_dir(root: str) -> str:
-    """An empty folder next to ``root`` (``<root>.tmp-<pid>``) to write a dataset into before
-    :func:`publish_dir`."""
-    tmp = f'{root}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
+def model_mean_std(model_name: str, image_mean: Optional[Sequence[float]] = None,
+                   image_std: Optional[Sequence[float]] = None) -> Tuple[List[float], List[float]]:
+    """The input normalisation (0-1 scale): ``image_mean`` / ``image_std`` where given, else those of the timm
+    ``pretrained_cfg`` of ``model_name``'s default tag, else ImageNet's."""
+    cfg = timm.models.get_pretrained_cfg(model_name.split('.')[0])
+    cfg = cfg.to_dict() if cfg is not None else {}
+    return (list(image_mean or cfg.get('mean', IMAGENET_DEFAULT_MEAN)),
+            list(image_std or cfg.get('std', IMAGENET_DEFAULT_STD)))
 
 
-def publish_dir(tmp: str, root: str) -> None:
-    """Rename the finished ``tmp`` to ``root`` (atomic), or drop it if another process finished ``root`` first."""
-    os.makedirs(osp.dirname(root) or '.', exist_ok=True)
-    if osp.exists(root):
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, root)
-
-
-def prepare_dataset(preparers: Dict[str, Callable[..., str]], data_root: str, prepare: Union[str, dict],
-                    needed: bool = True) -> None:
-    """Write the demo dataset ``prepare`` names (``'kind'`` or ``dict(type='kind', **kwargs)``, a key of
-    ``preparers``) into ``data_root`` when ``needed``: rank 0 writes, every rank waits for it."""
-    cfg = dict(type=prepare) if isinstance(prepare, str) else dict(prepare)
-    kind = cfg.pop('type')
-    if kind not in preparers:
-        raise ValueError(f'prepare={kind!r} is unknown; valid: {sorted(preparers)}')
-    if needed and is_main_process():
-        preparers[kind](data_root, **cfg)
-    barrier()
+def list_collate(batch: Sequence[dict]) -> dict:
+    """``[dict(inputs, data_samples)] -> dict(inputs=[...], data_samples=[...])``: no stacking, for images of
+    different sizes and per-image target dicts (torchvision's detectors, sliding-window segmentation)."""
+    return dict(inputs=[b['inputs'] for b in batch], data_samples=[b['data_samples'] for b in batch])
 
 
 # --------------------------------------------------------------------------------------------

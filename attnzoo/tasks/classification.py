@@ -18,8 +18,8 @@ Everything registered here lives in mmengine's root registries, so a config name
   runs on CPU (bfloat16 autocast, no loss scaler); fp16 + dynamic loss scaling on CUDA.
 * ``HOOKS``: :class:`ClsSummaryHook` -- prints ``Final: top1=.. top5=.. epochs=.. time=..``.
 
-``write_digits_imagefolder`` writes scikit-learn's handwritten digits as an ImageNet-style
-folder; ``ImageNetFolder(prepare='sklearn_digits')`` calls it when the folder is missing.
+``ImageNetFolder(prepare='sklearn_digits')`` writes scikit-learn's handwritten digits as an ImageNet-style folder
+(:func:`attnzoo.tasks.demo_data.write_digits_imagefolder`) when the folder is missing.
 """
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ import copy
 import logging
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
-import numpy as np
 import timm
 import torch
 import torch.nn as nn
@@ -46,17 +45,22 @@ from timm.data.mixup import mixup_target
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 
-from ._common import SummaryHook, final_line, find_metric, prepare_dataset, publish_dir, staging_dir
+from ..models.dense import check_model_name
+from ._common import SummaryHook, final_line, find_metric
+from .demo_data import prepare_dataset
 
 __all__ = [
     'TimmClassifier', 'ImageNetFolder', 'ClsAccuracy', 'TimmOptimWrapperConstructor',
-    'AutoAmpOptimWrapper', 'ClsSummaryHook', 'write_digits_imagefolder', 'format_summary', 'BAD_IMAGE_LABEL',
+    'AutoAmpOptimWrapper', 'ClsSummaryHook', 'format_summary', 'BAD_IMAGE_LABEL', 'allow_zero_bit_posterize',
 ]
 
 
 # --------------------------------------------------------------------------------------------
 # RandAugment on current Pillow
 # --------------------------------------------------------------------------------------------
+_TIMM_POSTERIZE = auto_augment.posterize
+
+
 def _pillow_rejects_zero_bits() -> bool:
     try:
         ImageOps.posterize(Image.new('RGB', (1, 1)), 0)
@@ -66,19 +70,30 @@ def _pillow_rejects_zero_bits() -> bool:
 
 
 def _posterize(img: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
-    """timm's ``posterize`` op, with 0 bits kept giving the black image older Pillow gave: Pillow >= 12 raises on
-    ``bits=0``, which timm's ``rand-m9-mstd0.5-inc1`` (every recipe here) reaches whenever the sampled magnitude
-    clips at 10, crashing a data-loader worker after a few thousand images."""
+    """timm's ``posterize`` op, with 0 bits kept giving the black image older Pillow gave."""
     if bits_to_keep <= 0:
         return Image.new(img.mode, img.size)
     return _TIMM_POSTERIZE(img, bits_to_keep, **kwargs)
 
 
-_TIMM_POSTERIZE = auto_augment.posterize
-if _pillow_rejects_zero_bits():
-    for _name, _op in list(auto_augment.NAME_TO_OP.items()):
-        if _op is _TIMM_POSTERIZE:
-            auto_augment.NAME_TO_OP[_name] = _posterize
+def allow_zero_bit_posterize() -> bool:
+    """Point timm's posterize augment ops at :func:`_posterize` where Pillow refuses 0 bits; idempotent, and a
+    no-op on a Pillow that accepts them. Returns whether the ops are the patched ones.
+
+    The defect (timm 1.0.31, ``timm/data/auto_augment.py``): ``posterize(img, bits_to_keep)`` hands its argument
+    to ``PIL.ImageOps.posterize`` unchanged, and ``_posterize_increasing_level_to_arg`` gives
+    ``4 - int(magnitude / 10 * 4)`` bits, 0 at magnitude 10, which ``rand-m9-mstd0.5-inc1`` (every recipe here)
+    reaches whenever the sampled magnitude clips at 10 (``PosterizeIncreasing``; ``Posterize`` gives 0 bits below
+    magnitude 2.5). Pillow < 12 returned a black image for ``bits=0``; Pillow >= 12 raises ``ValueError``, which
+    crashed a data-loader worker after a few thousand images. No timm report of it was found. ``AugmentOp``
+    binds its op when the transform is built, so :class:`ImageNetFolder` calls this before building its
+    transform, and workers unpickle the patched op by name.
+    """
+    if _pillow_rejects_zero_bits():
+        for name, op in list(auto_augment.NAME_TO_OP.items()):
+            if op is _TIMM_POSTERIZE:
+                auto_augment.NAME_TO_OP[name] = _posterize
+    return any(op is _posterize for op in auto_augment.NAME_TO_OP.values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,11 +128,7 @@ class TimmClassifier(BaseModel):
             raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f'smoothing must be in [0, 1), got {smoothing!r}')
-        if not timm.is_model(model_name.split('.')[0]):
-            import difflib
-            close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
-            raise ValueError(f'model_name={model_name!r} is not a registered timm model '
-                             f'(did you `import attnzoo`?); close matches: {close}')
+        check_model_name(model_name)
         self.model_name = model_name
         self.num_classes = num_classes
         self.smoothing = smoothing
@@ -201,54 +212,6 @@ def _natural_key(s: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r'(\d+)', s)]
 
 
-def load_digits() -> Tuple[np.ndarray, np.ndarray]:
-    """The 1,797 8x8 handwritten digits bundled with attnzoo (scikit-learn's ``load_digits`` arrays, see
-    ``attnzoo/tasks/data/README.md``): ``(images uint8 [1797, 8, 8] in 0..16, targets uint8 [1797])``."""
-    with np.load(osp.join(osp.dirname(__file__), 'data', 'digits.npz')) as data:
-        return data['images'], data['target']
-
-
-def write_digits_imagefolder(root: str, size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> str:
-    """Write the 1,797 handwritten digits (``load_digits``) as ``root/{train,val}/<digit>/<idx>.png``.
-
-    Each 8x8 image (values 0..16) is scaled to 0..255 and resized to ``size`` px (bicubic),
-    stored as grayscale PNG. The split is stratified and deterministic: per class, a
-    ``seed``-fixed permutation puts ``round(n * val_fraction)`` images into ``val``.
-    The folder is written under a temporary name and renamed, so a half-written tree is never
-    mistaken for a complete one. Returns ``root``.
-    """
-    from PIL import Image
-
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f'val_fraction must be in (0, 1), got {val_fraction}')
-    if size < 8:
-        raise ValueError(f'size must be >= 8 px, got {size}')
-    digit_images, targets = load_digits()
-    images = (digit_images / 16.0 * 255.0).round().clip(0, 255).astype(np.uint8)
-    rng = np.random.RandomState(seed)
-    split_of = np.empty(len(targets), dtype=object)
-    for c in np.unique(targets):
-        idx = np.flatnonzero(targets == c)
-        idx = idx[rng.permutation(len(idx))]
-        n_val = int(round(len(idx) * val_fraction))
-        split_of[idx[:n_val]] = 'val'
-        split_of[idx[n_val:]] = 'train'
-
-    root = osp.abspath(root)
-    tmp = staging_dir(root)
-    for split in ('train', 'val'):
-        for c in range(10):
-            os.makedirs(osp.join(tmp, split, str(c)), exist_ok=True)
-    for i, (img, c, split) in enumerate(zip(images, targets, split_of)):
-        pil = Image.fromarray(img, mode='L').resize((size, size), Image.BICUBIC)
-        pil.save(osp.join(tmp, split, str(int(c)), f'{i:04d}.png'))
-    publish_dir(tmp, root)
-    return root
-
-
-_PREPARERS = {'sklearn_digits': write_digits_imagefolder}
-
-
 def _model_pretrained_cfg(model_name: Optional[str]) -> dict:
     if not model_name:
         return {}
@@ -298,7 +261,8 @@ class ImageNetFolder(torch.utils.data.Dataset):
         if on_bad_image not in _ON_BAD_IMAGE:
             raise ValueError(f'on_bad_image: expected one of {_ON_BAD_IMAGE}, got {on_bad_image!r}')
         if prepare:
-            prepare_dataset(_PREPARERS, data_root, prepare, needed=not osp.isdir(osp.join(data_root, 'train')))
+            prepare_dataset('classification', data_root, prepare,
+                            needed=not osp.isdir(osp.join(data_root, 'train')))
         if not osp.isdir(data_root):
             raise FileNotFoundError(
                 f'data_root={data_root!r} does not exist; expected an ImageNet-style folder '
@@ -332,6 +296,7 @@ class ImageNetFolder(torch.utils.data.Dataset):
                      ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
                      if k in self.data_config}
         tf_kwargs.update(transform or {})
+        allow_zero_bit_posterize()  # before the transform binds timm's RandAugment ops
         self.transform = create_transform(is_training=self.is_training, **tf_kwargs)
         self.metainfo = dict(classes=tuple(classes))
 

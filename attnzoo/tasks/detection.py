@@ -11,7 +11,8 @@ Every detector sits on :class:`~attnzoo.models.dense.DenseBackbone` (any attnzoo
   training) and pads the batch to ``size_divisible``; the attention layers pad internally where their windows
   need it.
 * ``DATASETS``: :class:`CocoDetDataset` -- a COCO json (``pycocotools``) with polygon / RLE masks, horizontal
-  flip; ``prepare='tiny_shapes'`` writes a small synthetic COCO set (:func:`write_tiny_coco`).
+  flip; ``prepare='tiny_shapes'`` writes a small synthetic COCO set
+  (:func:`~attnzoo.tasks.demo_data.write_tiny_coco`).
 * ``METRICS``: :class:`CocoMetric` -- COCO bbox / segm AP from ``pycocotools``' ``COCOeval``
   (``coco/bbox_mAP``, ``coco/bbox_mAP_50``, ..., as mmdet names them).
 * ``FUNCTIONS``: ``det_collate`` (keeps the per-image targets a list); ``HOOKS``: :class:`DenseSummaryHook`.
@@ -22,15 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
 import os.path as osp
-import shutil
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -46,10 +43,11 @@ from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from ..models.dense import DenseBackbone
-from ._common import SummaryHook, final_line, find_metric, prepare_dataset, publish_dir, staging_dir
+from ._common import SummaryHook, final_line, find_metric, list_collate, model_mean_std
+from .demo_data import prepare_dataset
 
 __all__ = ['FPNBackbone', 'CascadeRoIHeads', 'build_detector', 'TorchvisionDetector', 'CocoDetDataset',
-           'CocoMetric', 'DenseSummaryHook', 'det_collate', 'write_tiny_coco', 'DETECTORS']
+           'CocoMetric', 'DenseSummaryHook', 'det_collate', 'DETECTORS']
 
 DETECTORS = ('faster_rcnn', 'mask_rcnn', 'retinanet', 'fcos', 'cascade_mask_rcnn')
 
@@ -272,12 +270,8 @@ def build_detector(detector: str, backbone: dict, num_classes: int, fpn_channels
         raise ValueError('backbone needs a model_name (any timm model; `import attnzoo` adds the zoo)')
     one_stage = detector in ('retinanet', 'fcos')
     backbone.setdefault('out_indices', (1, 2, 3) if one_stage else (0, 1, 2, 3))
-    if image_mean is None or image_std is None:
-        cfg = timm.models.get_pretrained_cfg(backbone['model_name'].split('.')[0])
-        cfg = cfg.to_dict() if cfg is not None else {}
-        image_mean = list(image_mean or cfg.get('mean', (0.485, 0.456, 0.406)))
-        image_std = list(image_std or cfg.get('std', (0.229, 0.224, 0.225)))
-    transform = dict(min_size=min_size, max_size=max_size, image_mean=list(image_mean), image_std=list(image_std),
+    image_mean, image_std = model_mean_std(backbone['model_name'], image_mean, image_std)
+    transform = dict(min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
                      size_divisible=size_divisible)
     extra = {'retinanet': 'p6p7', 'fcos': 'p6p7_out'}.get(detector, 'maxpool')
     fpn = FPNBackbone(backbone, fpn_channels, extra)
@@ -372,85 +366,12 @@ class TorchvisionDetector(BaseModel):
         return results
 
 
-@FUNCTIONS.register_module()
-def det_collate(batch: Sequence[dict]) -> dict:
-    """``[dict(inputs, data_samples)] -> dict(inputs=[...], data_samples=[...])`` (no stacking: sizes differ, and
-    torchvision wants one target dict per image)."""
-    return dict(inputs=[b['inputs'] for b in batch], data_samples=[b['data_samples'] for b in batch])
+det_collate = FUNCTIONS.register_module(name='det_collate', module=list_collate)  # torchvision: a target per image
 
 
 # --------------------------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------------------------
-def _shape_polygon(kind: str, cx: float, cy: float, r: float, rng) -> List[float]:
-    if kind == 'square':
-        pts = [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
-    elif kind == 'triangle':
-        pts = [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
-    else:  # circle
-        a = np.linspace(0, 2 * np.pi, 24, endpoint=False)
-        pts = list(zip(cx + r * np.cos(a), cy + r * np.sin(a)))
-    return [float(v) for p in pts for v in p]
-
-
-def write_tiny_coco(root: str, num_train: int = 24, num_val: int = 8, size: Tuple[int, int] = (160, 128),
-                    max_objects: int = 3, seed: int = 0, val_equals_train: bool = False) -> str:
-    """Write a synthetic COCO set: ``root/{train,val}/*.png`` and ``root/annotations/instances_{train,val}.json``.
-
-    Each ``size`` = (W, H) image has 1..``max_objects`` filled shapes (categories ``square`` / ``circle`` /
-    ``triangle``, ids 1 / 2 / 3) in random colours on a random grey background, drawn with PIL from the polygon
-    that is also stored as the mask (``segmentation``), with its bounding box and area. ``val_equals_train`` makes
-    the val split a copy of train (for overfitting checks). Written under a temporary name, then renamed.
-    """
-    from PIL import Image, ImageDraw
-    from pycocotools import mask as mask_utils
-
-    rng = np.random.RandomState(seed)
-    kinds = ('square', 'circle', 'triangle')
-    cats = [dict(id=i + 1, name=k, supercategory='shape') for i, k in enumerate(kinds)]
-    root = osp.abspath(root)
-    tmp = staging_dir(root)
-    os.makedirs(osp.join(tmp, 'annotations'))
-    W, H = size
-    splits = {}
-    for split, n in (('train', num_train), ('val', num_val)):
-        if split == 'val' and val_equals_train:
-            splits['val'] = splits['train']
-            shutil.copytree(osp.join(tmp, 'train'), osp.join(tmp, 'val'))
-            continue
-        os.makedirs(osp.join(tmp, split))
-        images, anns = [], []
-        for i in range(n):
-            bg = int(rng.randint(60, 120))
-            img = Image.new('RGB', (W, H), (bg, bg, bg))
-            draw = ImageDraw.Draw(img)
-            for _ in range(rng.randint(1, max_objects + 1)):
-                k = int(rng.randint(len(kinds)))
-                r = float(rng.uniform(0.1, 0.22) * min(W, H))
-                cx, cy = float(rng.uniform(r + 1, W - r - 1)), float(rng.uniform(r + 1, H - r - 1))
-                poly = _shape_polygon(kinds[k], cx, cy, r, rng)
-                colour = tuple(int(c) for c in rng.randint(140, 256, size=3))
-                draw.polygon(poly, fill=colour)
-                rle = mask_utils.frPyObjects([poly], H, W)
-                area = float(mask_utils.area(mask_utils.merge(rle)))
-                xs, ys = poly[0::2], poly[1::2]
-                bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-                anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=k + 1, segmentation=[poly],
-                                 area=area, bbox=bbox, iscrowd=0))
-            name = f'{i:04d}.png'
-            img.save(osp.join(tmp, split, name))
-            images.append(dict(id=i + 1, file_name=name, width=W, height=H))
-        splits[split] = dict(images=images, annotations=anns, categories=cats)
-    for split, data in splits.items():
-        with open(osp.join(tmp, 'annotations', f'instances_{split}.json'), 'w') as f:
-            json.dump(data, f)
-    publish_dir(tmp, root)
-    return root
-
-
-_DET_PREPARERS = {'tiny_shapes': write_tiny_coco}
-
-
 @DATASETS.register_module()
 class CocoDetDataset(torch.utils.data.Dataset):
     """A COCO-format detection / instance segmentation set.
@@ -462,7 +383,8 @@ class CocoDetDataset(torch.utils.data.Dataset):
         with_mask: also return ``masks`` (polygons / RLE decoded by pycocotools).
         flip_prob: horizontal flip probability (training).
         filter_empty_gt: drop images without (non-crowd) annotations (training).
-        prepare: ``'tiny_shapes'`` or ``dict(type='tiny_shapes', ...)``: write :func:`write_tiny_coco` into
+        prepare: ``'tiny_shapes'`` or ``dict(type='tiny_shapes', ...)``: write
+            :func:`~attnzoo.tasks.demo_data.write_tiny_coco` into
             ``data_root`` first if ``ann_file`` is missing.
 
     Items: ``dict(inputs=[3, H, W] float 0-1, data_samples=dict(boxes [N, 4] xyxy, labels [N] 1..K, masks
@@ -478,7 +400,7 @@ class CocoDetDataset(torch.utils.data.Dataset):
         self.ann_file = ann_file if osp.isabs(ann_file) else osp.join(data_root, ann_file)
         self.img_prefix = img_prefix if osp.isabs(img_prefix) else osp.join(data_root, img_prefix)
         if prepare and not osp.isfile(self.ann_file):
-            prepare_dataset(_DET_PREPARERS, data_root, prepare)
+            prepare_dataset('detection', data_root, prepare)
         if not osp.isfile(self.ann_file):
             raise FileNotFoundError(f'ann_file={self.ann_file!r} does not exist (COCO json expected)')
         if not 0.0 <= flip_prob <= 1.0:

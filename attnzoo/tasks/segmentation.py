@@ -10,7 +10,8 @@
   ``annotations/{training,validation}/*.png``), ``reduce_zero_label``; training: random rescale of the
   ``scale`` (2048, 512) by 0.5-2.0, 512x512 random crop (``cat_max_ratio`` 0.75), flip, photometric distortion,
   pad (image 0, label 255); testing: keep-ratio resize to ``scale``, the label at its own size.
-  ``prepare='tiny_shapes'`` writes a small synthetic set in that layout (:func:`write_tiny_seg`).
+  ``prepare='tiny_shapes'`` writes a small synthetic set in that layout
+  (:func:`~attnzoo.tasks.demo_data.write_tiny_seg`).
 * ``METRICS``: :class:`IoUMetric` -- mmseg's: areas summed over the dataset, then ``mIoU``, ``mAcc``, ``aAcc``
   (percent), classes absent from both GT and prediction skipped.
 * ``FUNCTIONS``: ``seg_collate``.
@@ -20,11 +21,9 @@ from __future__ import annotations
 import os
 import os.path as osp
 import random
-import shutil
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,10 +33,11 @@ from mmengine.registry import DATASETS, FUNCTIONS, METRICS, MODELS
 from torchvision.ops import FeaturePyramidNetwork
 
 from ..models.dense import DenseBackbone
-from ._common import prepare_dataset, publish_dir, staging_dir
+from ._common import list_collate, model_mean_std
+from .demo_data import prepare_dataset
 
 __all__ = ['ConvBNReLU', 'UPerHead', 'FCNHead', 'SemanticFPNHead', 'EncoderDecoderSegmentor', 'SegFolderDataset',
-           'IoUMetric', 'seg_collate', 'write_tiny_seg', 'intersect_and_union', 'reduce_zero_label']
+           'IoUMetric', 'seg_collate', 'intersect_and_union', 'reduce_zero_label']
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -177,11 +177,7 @@ class EncoderDecoderSegmentor(BaseModel):
         self.num_classes, self.ignore_index = num_classes, int(ignore_index)
         self.test_mode, self.crop_size, self.stride = test_mode, tuple(crop_size), tuple(stride)
         self.size_divisor = int(size_divisor)
-        if image_mean is None or image_std is None:
-            cfg = timm.models.get_pretrained_cfg(backbone['model_name'].split('.')[0])
-            cfg = cfg.to_dict() if cfg is not None else {}
-            image_mean = image_mean or cfg.get('mean', (0.485, 0.456, 0.406))
-            image_std = image_std or cfg.get('std', (0.229, 0.224, 0.225))
+        image_mean, image_std = model_mean_std(backbone['model_name'], image_mean, image_std)
         self.register_buffer('image_mean', torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1), False)
         self.register_buffer('image_std', torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1), False)
 
@@ -272,10 +268,7 @@ class EncoderDecoderSegmentor(BaseModel):
         return results
 
 
-@FUNCTIONS.register_module()
-def seg_collate(batch: Sequence[dict]) -> dict:
-    """``[dict(inputs, data_samples)] -> dict(inputs=[...], data_samples=[...])`` (test images differ in size)."""
-    return dict(inputs=[b['inputs'] for b in batch], data_samples=[b['data_samples'] for b in batch])
+seg_collate = FUNCTIONS.register_module(name='seg_collate', module=list_collate)  # test images differ in size
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -288,59 +281,6 @@ def reduce_zero_label(label: np.ndarray) -> np.ndarray:
     label = label - 1
     label[label == 254] = 255
     return label
-
-
-def write_tiny_seg(root: str, num_train: int = 16, num_val: int = 4, size: Tuple[int, int] = (96, 80),
-                   seed: int = 0, val_equals_train: bool = False) -> str:
-    """Write a synthetic ADE20K-layout set: ``root/images/{training,validation}/*.jpg`` and
-    ``root/annotations/{training,validation}/*.png``. Labels: 0 = "other" (the background, ignored with
-    ``reduce_zero_label``), 1..3 = square / circle / triangle, each in its class's colour family (reddish /
-    greenish / bluish, +-60 per channel at random, so colours of different classes overlap), plus pixel noise."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.RandomState(seed)
-    root = osp.abspath(root)
-    tmp = staging_dir(root)
-    W, H = size
-    for split, n in (('training', num_train), ('validation', num_val)):
-        os.makedirs(osp.join(tmp, 'images', split))
-        os.makedirs(osp.join(tmp, 'annotations', split))
-        if split == 'validation' and val_equals_train:
-            for sub in ('images', 'annotations'):
-                for f in sorted(os.listdir(osp.join(tmp, sub, 'training')))[:n]:
-                    shutil.copy(osp.join(tmp, sub, 'training', f), osp.join(tmp, sub, split, f))
-            continue
-        for i in range(n):
-            img = Image.new('RGB', (W, H), (110, 110, 110))
-            lab = Image.new('L', (W, H), 0)
-            di, dl = ImageDraw.Draw(img), ImageDraw.Draw(lab)
-            for _ in range(rng.randint(1, 4)):
-                c = int(rng.randint(1, 4))
-                base = np.array({1: (200, 90, 90), 2: (90, 200, 90), 3: (90, 90, 200)}[c])
-                colour = tuple(int(v) for v in np.clip(base + rng.randint(-60, 61, size=3), 0, 255))
-                r = float(rng.uniform(0.15, 0.3) * min(W, H))
-                cx, cy = rng.uniform(r, W - r), rng.uniform(r, H - r)
-                if c == 1:
-                    box = [cx - r, cy - r, cx + r, cy + r]
-                    di.rectangle(box, fill=colour)
-                    dl.rectangle(box, fill=c)
-                elif c == 2:
-                    box = [cx - r, cy - r, cx + r, cy + r]
-                    di.ellipse(box, fill=colour)
-                    dl.ellipse(box, fill=c)
-                else:
-                    poly = [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
-                    di.polygon(poly, fill=colour)
-                    dl.polygon(poly, fill=c)
-            arr = np.asarray(img).astype(np.int16) + rng.randint(-20, 21, size=(H, W, 3))
-            Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(osp.join(tmp, 'images', split, f'{i:04d}.jpg'),
-                                                                    quality=95)
-            lab.save(osp.join(tmp, 'annotations', split, f'{i:04d}.png'))
-    publish_dir(tmp, root)
-    return root
-
-
-_SEG_PREPARERS = {'tiny_shapes': write_tiny_seg}
 
 
 def _photometric(img: torch.Tensor, rng: random.Random) -> torch.Tensor:
@@ -378,7 +318,8 @@ class SegFolderDataset(torch.utils.data.Dataset):
             resized so that it fits in it; ``ratio_range`` (training) multiplies the scale first.
         crop_size: (H, W) training crop; ``cat_max_ratio``: retry (10 times) crops where one class covers more.
         flip_prob / photometric: training augmentation.
-        prepare: ``'tiny_shapes'`` writes :func:`write_tiny_seg` into ``data_root`` when it is missing.
+        prepare: ``'tiny_shapes'`` writes :func:`~attnzoo.tasks.demo_data.write_tiny_seg` into ``data_root``
+            when it is missing.
 
     Items: ``dict(inputs=[3, H, W] float 0-1, data_samples=dict(gt_seg=[H', W'] int64, img_path))``; in training
     the label has the crop's size (padded with 255), in testing the original size.
@@ -391,7 +332,7 @@ class SegFolderDataset(torch.utils.data.Dataset):
                  cat_max_ratio: float = 0.75, flip_prob: float = 0.5, photometric: bool = True,
                  ignore_index: int = 255, prepare: Union[None, str, dict] = None):
         if prepare and not osp.isdir(osp.join(data_root, img_dir, split)):
-            prepare_dataset(_SEG_PREPARERS, data_root, prepare)
+            prepare_dataset('segmentation', data_root, prepare)
         img_root = osp.join(data_root, img_dir, split)
         ann_root = osp.join(data_root, ann_dir, split)
         if not osp.isdir(img_root) or not osp.isdir(ann_root):

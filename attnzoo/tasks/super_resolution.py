@@ -36,11 +36,13 @@ from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
 
-from ._common import SummaryHook, final_line, prepare_dataset, publish_dir, staging_dir
+from ..models.dense import check_model_name
+from ._common import SummaryHook, final_line
+from .demo_data import prepare_dataset
 
 __all__ = [
     'imresize', 'bicubic_degrade', 'bicubic_upscale', 'modcrop', 'rgb_to_y', 'calculate_psnr', 'calculate_ssim',
-    'read_image', 'write_image', 'SRModel', 'PairedSRDataset', 'SRMetric', 'SRSummaryHook', 'write_skimage_photos',
+    'read_image', 'write_image', 'SRModel', 'PairedSRDataset', 'SRMetric', 'SRSummaryHook',
     'format_sr_summary', 'IMG_EXTENSIONS',
 ]
 
@@ -249,11 +251,7 @@ class SRModel(BaseModel):
                  tile: Optional[int] = None, tile_pad: int = 16, data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if not timm.is_model(model_name.split('.')[0]):
-            import difflib
-            close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
-            raise ValueError(f'model_name={model_name!r} is not a registered timm model '
-                             f'(did you `import attnzoo`?); close matches: {close}')
+        check_model_name(model_name)
         losses = {'l1': nn.L1Loss(), 'mse': nn.MSELoss()}
         if loss not in losses:
             raise ValueError(f'loss must be one of {sorted(losses)}, got {loss!r}')
@@ -325,37 +323,6 @@ def _list_images(folder: str) -> List[str]:
     return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMG_EXTENSIONS))
 
 
-def _skimage_photo(data, name: str) -> np.ndarray:
-    if name in ('motorcycle_left', 'motorcycle_right'):
-        return data.stereo_motorcycle()[0 if name.endswith('left') else 1]
-    return getattr(data, name)()
-
-
-def write_skimage_photos(root: str, train: Sequence[str] = ('chelsea', 'coffee', 'motorcycle_left',
-                                                            'motorcycle_right', 'immunohistochemistry'),
-                         val: Sequence[str] = ('astronaut',)) -> str:
-    """Write photos bundled in the scikit-image wheel (no download) as ``root/{train,val}/<name>.png``.
-    Default: astronaut held out for validation."""
-    try:
-        import skimage.data
-    except ImportError as e:  # pragma: no cover
-        raise ImportError('the demo needs scikit-image: pip install "attnzoo[sr]"') from e
-    root = osp.abspath(root)
-    tmp = staging_dir(root)
-    for split, names in (('train', train), ('val', val)):
-        os.makedirs(osp.join(tmp, split), exist_ok=True)
-        for name in names:
-            img = _skimage_photo(skimage.data, name)
-            if img.ndim == 2:
-                img = np.stack([img] * 3, axis=-1)
-            write_image(osp.join(tmp, split, f'{name}.png'), np.ascontiguousarray(img[..., :3]).astype(np.uint8))
-    publish_dir(tmp, root)
-    return root
-
-
-_PREPARERS = {'skimage_photos': write_skimage_photos}
-
-
 @DATASETS.register_module()
 class PairedSRDataset(torch.utils.data.Dataset):
     """Paired LR/HR image folders for x``scale`` super-resolution.
@@ -391,7 +358,7 @@ class PairedSRDataset(torch.utils.data.Dataset):
                  use_rot: bool = True, repeat: int = 1, cache: bool = True,
                  prepare: Union[None, str, dict] = None, seed: Optional[int] = None):
         if prepare:
-            prepare_dataset(_PREPARERS, data_root, prepare, needed=not osp.isdir(data_root))
+            prepare_dataset('super_resolution', data_root, prepare, needed=not osp.isdir(data_root))
         if layout not in _LAYOUTS:
             raise ValueError(f'layout must be one of {sorted(_LAYOUTS)}, got {layout!r}')
         if not isinstance(scale, int) or scale < 1:

@@ -17,7 +17,8 @@ import attnzoo  # noqa: F401
 from attnzoo.tasks import classification as cls
 from attnzoo.tasks.classification import (AutoAmpOptimWrapper, ClsAccuracy, ImageNetFolder,
                                           TimmClassifier, TimmOptimWrapperConstructor,
-                                          format_summary, write_digits_imagefolder)
+                                          format_summary)
+from attnzoo.tasks.demo_data import write_digits_imagefolder
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / 'configs' / 'classification'
@@ -479,10 +480,16 @@ def test_every_registered_classifier_has_a_config():
         assert timm.is_model(cfg.model.model_name), (path.name, cfg.model.model_name)
 
 
-def test_randaugment_posterize_to_zero_bits_works_on_current_pillow():
+def test_randaugment_posterize_to_zero_bits_works_on_current_pillow(tmp_path):
     """The recipes' ``rand-m9-mstd0.5-inc1`` posterizes to 0 bits when the sampled magnitude clips at 10; Pillow >= 12
-    raises on that, so attnzoo keeps the older Pillow result (a black image) for every posterize variant."""
-    from timm.data import auto_augment  # attnzoo.tasks.classification (imported above) installed the op
+    raises on that, so the classification dataset (one idempotent call before it builds its transform) keeps the
+    older Pillow result (a black image) for every posterize variant."""
+    from timm.data import auto_augment
+    ImageNetFolder(str(make_folder(tmp_path, n_train=1, n_val=1)), data_config=dict(input_size=(3, 16, 16)),
+                   transform=dict(auto_augment='rand-m9-mstd0.5-inc1'))
+    assert cls.allow_zero_bit_posterize() == cls._pillow_rejects_zero_bits()  # a second call changes nothing
+    if not cls._pillow_rejects_zero_bits():
+        pytest.skip('this Pillow posterizes to 0 bits itself')
     img = Image.fromarray((np.arange(48).reshape(4, 4, 3) * 5).astype(np.uint8))
     for name in ('Posterize', 'PosterizeIncreasing', 'PosterizeOriginal'):
         op = auto_augment.NAME_TO_OP[name]

@@ -1,7 +1,6 @@
 """attnzoo.tasks.detection: torchvision detectors on attnzoo backbones, the COCO reader, the COCO metric
-(pycocotools), the configs and the Runner path (tools/train.py, tools/test.py) on a synthetic COCO set."""
+(pycocotools), the configs and the Runner path (attnzoo.cli.train / .test, behind tools/train.py, tools/test.py) on a synthetic COCO set."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +15,11 @@ from attnzoo.models.dense import dense_model_kwargs
 
 pytest.importorskip('pycocotools')
 from attnzoo.tasks.detection import (DETECTORS, CocoDetDataset, CocoMetric, TorchvisionDetector,  # noqa: E402
-                                     det_collate, write_tiny_coco)
+                                     det_collate)
+from attnzoo.tasks.demo_data import write_tiny_coco  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / 'configs' / 'detection'
-sys.path.insert(0, str(REPO / 'tools'))
 TINY_BACKBONE = dict(model_name='dinat_mini', model_kwargs=dict(
     embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), kernel_size=3, dilations=((2,), (1,), (1,), (1,)),
     mlp_ratio=1.0))
@@ -184,8 +183,8 @@ def demo_options(work_dir, epochs=1, n_train=4, n_val=4, val_interval=1, data_ro
 
 
 def test_train_and_test_tools_run_the_demo_config(tmp_path):
-    import test as test_tool
-    import train as train_tool
+    from attnzoo.cli import test as test_tool
+    from attnzoo.cli import train as train_tool
 
     data_root = tmp_path / 'data'
     cfg = str(CONFIGS / 'demo_tiny_shapes_mask_rcnn.py')
@@ -200,8 +199,8 @@ def test_train_and_test_tools_run_the_demo_config(tmp_path):
 def test_mask_rcnn_overfits_tiny_coco(tmp_path):
     """Mask R-CNN on a tiny DiNAT learns the synthetic shapes: bbox AP50 (pycocotools) on the training images.
     Recorded (2 shared CPU cores): see the closing note of issue 7."""
-    import test as test_tool
-    import train as train_tool
+    from attnzoo.cli import test as test_tool
+    from attnzoo.cli import train as train_tool
 
     data_root = tmp_path / 'data'
     cfg = str(CONFIGS / 'demo_tiny_shapes_mask_rcnn.py')

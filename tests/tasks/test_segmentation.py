@@ -1,6 +1,5 @@
 """attnzoo.tasks.segmentation: UPerNet / semantic FPN heads, whole and sliding inference, the ADE20K-layout
 reader, mIoU as mmseg computes it, the configs and the Runner path on a synthetic set."""
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,11 @@ import attnzoo  # noqa: F401
 import attnzoo.tasks  # noqa: F401
 from attnzoo.models.dense import dense_model_kwargs
 from attnzoo.tasks.segmentation import (EncoderDecoderSegmentor, FCNHead, IoUMetric, SegFolderDataset,
-                                        SemanticFPNHead, UPerHead, reduce_zero_label, seg_collate, write_tiny_seg)
+                                        SemanticFPNHead, UPerHead, reduce_zero_label, seg_collate)
+from attnzoo.tasks.demo_data import write_tiny_seg
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / 'configs' / 'segmentation'
-sys.path.insert(0, str(REPO / 'tools'))
 TINY_BACKBONE = dict(model_name='dinat_mini', model_kwargs=dict(
     embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), kernel_size=3, dilations=((2,), (1,), (1,), (1,)),
     mlp_ratio=1.0))
@@ -148,8 +147,8 @@ def demo_options(work_dir, data_root, iters=4, val_interval=4, **more):
 
 
 def test_train_and_test_tools_run_the_demo_config(tmp_path):
-    import test as test_tool
-    import train as train_tool
+    from attnzoo.cli import test as test_tool
+    from attnzoo.cli import train as train_tool
 
     cfg = str(CONFIGS / 'demo_tiny_shapes_upernet.py')
     train_tool.main([cfg] + demo_options(tmp_path / 'wd', tmp_path / 'data'))
@@ -163,8 +162,8 @@ def test_train_and_test_tools_run_the_demo_config(tmp_path):
 @pytest.mark.slow
 def test_upernet_miou_rises_on_tiny_shapes(tmp_path):
     """UPerNet on a tiny DiNAT: mIoU (IoUMetric) of the untrained model vs after 200 iterations."""
-    import test as test_tool
-    import train as train_tool
+    from attnzoo.cli import test as test_tool
+    from attnzoo.cli import train as train_tool
 
     cfg = str(CONFIGS / 'demo_tiny_shapes_upernet.py')
     data = tmp_path / 'data'
