@@ -40,6 +40,15 @@ Backends (``attnzoo.ops.use_backend``):
                0.18-0.38x its memory. The orders of ``_AUTO_CUDA_ORDER`` are tried in turn; the first backend
                that supports the call runs it ('torch' supports every call).
 
+Non-finite keys (``attnzoo.ops._nonfinite``): a NaN or an infinity in a token's k or v reaches only the queries of
+the regions routed to its region. The paths that attend through a mask (``torch``'s dense masked SDPA, ``flex``)
+would spread it to every query, since masked pairs still multiply their value by a zero weight: they zero such
+keys first and set the outputs of the query regions routed to one to NaN after. The gather paths (``reference``,
+``torch``'s gather, ``topk == R``) and ``triton`` (each program attends all of its queries to every key it loads)
+do not need it and are not given it: there a NaN in one element of v leaves the other elements of the outputs
+finite, and a ``-inf`` logit is a zero weight. A NaN key also turns its region's routing logits to NaN, so the
+region-mean routing itself changes with it.
+
 Tensor layout: ``[B, H, W, heads, head_dim]`` (heads-last, as ``attnzoo.ops.na2d``).
 """
 from typing import Optional, Sequence, Tuple, Union
@@ -49,6 +58,7 @@ import torch.nn.functional as F
 
 from ._checks import check_flex_device, check_index_values, check_int_range, check_qkv, check_scale
 from ._dispatch import add_attention_macs, counting_macs, flex_available, get_backend
+from ._nonfinite import nonfinite_keys, poison, zero_keys
 from .neighborhood import _compiled_flex_attention, _triton_interpreted, triton_available
 
 __all__ = ['routing_attention', 'region_routing']
@@ -169,6 +179,12 @@ def _routed_mask(idx: torch.Tensor, regions: int) -> torch.Tensor:
     return mask.scatter_(-1, idx, torch.ones_like(idx, dtype=torch.bool))
 
 
+def _regions_attending(bad: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B, R, T, h]`` keys (region-major) and the ``[B, R, R]`` routing adjacency -> bool ``[B, R, 1, h]``:
+    the query regions (per head) routed to a region that holds one of those keys."""
+    return (routed.float() @ bad.any(2).float()).unsqueeze(2) > 0  # counts <= R: exact in fp32
+
+
 # ---------------------------------------------------------------------------------------------
 # reference backend: the official fused K/V gather (topk-fold copy)
 # ---------------------------------------------------------------------------------------------
@@ -223,10 +239,15 @@ def _routing_torch(q, k, v, idx, sh, sw, scale):
     else:
         # dense attention over region-major tokens, the routing as a boolean mask: no K/V copy
         routed = _routed_mask(idx, R)
+        bad = nonfinite_keys(k_reg, v_reg)  # [B, R, T, h] or None (module docstring: non-finite keys)
+        if bad is not None:
+            k_reg, v_reg = zero_keys(k_reg, bad), zero_keys(v_reg, bad)
         mask = routed[:, :, None, :, None].expand(B, R, T, R, T).reshape(B, 1, R * T, R * T)
         out = F.scaled_dot_product_attention(heads_first(q_reg), heads_first(k_reg), heads_first(v_reg),
                                              attn_mask=mask, scale=scale)
         out = out.transpose(1, 2).reshape(B, R, T, h, Dv)
+        if bad is not None:
+            out = poison(out, _regions_attending(bad, routed))
     return _from_regions(out, sh, sw, H, W)
 
 
@@ -281,16 +302,23 @@ def _routing_flex(q, k, v, idx, sh, sw, scale, compiled: bool = True):
     Dv = v.shape[-1]
     R, T = sh * sw, (H // sh) * (W // sw)
 
-    def heads_first(x):
-        return _to_regions(x, sh, sw).reshape(B, R * T, h, x.shape[-1]).transpose(1, 2)
+    def heads_first(x):  # [B, R, T, h, D] -> [B, h, R*T, D]
+        return x.reshape(B, R * T, h, x.shape[-1]).transpose(1, 2)
 
+    q_reg, k_reg, v_reg = (_to_regions(t, sh, sw) for t in (q, k, v))
+    bad = nonfinite_keys(k_reg, v_reg)  # [B, R, T, h] or None (module docstring: non-finite keys)
+    if bad is not None:
+        k_reg, v_reg = zero_keys(k_reg, bad), zero_keys(v_reg, bad)
     block_mask = flex_routing_block_mask(idx, R, T)
     if compiled:
         fn = _compiled_flex_attention()
     else:
         from torch.nn.attention.flex_attention import flex_attention as fn
-    out = fn(heads_first(q), heads_first(k), heads_first(v), block_mask=block_mask, scale=scale)
-    return _from_regions(out.transpose(1, 2).reshape(B, R, T, h, Dv), sh, sw, H, W)
+    out = fn(heads_first(q_reg), heads_first(k_reg), heads_first(v_reg), block_mask=block_mask, scale=scale)
+    out = out.transpose(1, 2).reshape(B, R, T, h, Dv)
+    if bad is not None:
+        out = poison(out, _regions_attending(bad, _routed_mask(idx, R)))
+    return _from_regions(out, sh, sw, H, W)
 
 
 # ---------------------------------------------------------------------------------------------

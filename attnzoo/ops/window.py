@@ -12,6 +12,11 @@ Semantics (Swin / L²ViT), per map of size ``H x W`` and window ``wh x ww``:
   *input of the qkv projection* instead (L²ViT, Swin: there the padded tokens carry the qkv bias, so
   layers pad before ``qkv`` and call this op on maps that are already multiples of the window).
 
+Non-finite keys (``attnzoo.ops._nonfinite``): a key whose k or v holds a NaN or an infinity makes the whole output
+of the queries of its window (and Swin region) NaN, and no other. The paths that attend through a mask (the
+region mask of shifted windows, the padding mask, and the dense ``reference`` path) zero such keys first and set
+their queries' outputs to NaN after; plain windows need nothing, as every query of a window attends to all of it.
+
 Tensor layout of the functional op: ``[B, H, W, heads, head_dim]`` (the heads-last layout of ``na2d``).
 ``window_partition`` / ``window_reverse`` work on channels-last maps ``[B, H, W, C]``.
 """
@@ -25,6 +30,7 @@ from torch import nn
 
 from ._checks import check_channels_last, check_dropout, check_heads, check_qkv, check_scale, select_simple_backend
 from ._dispatch import add_attention_macs
+from ._nonfinite import nonfinite_keys, poison, zero_keys
 
 __all__ = [
     'window_partition', 'window_reverse', 'pad_to_window', 'shifted_window_mask', 'window_attention',
@@ -159,6 +165,17 @@ def _window_torch(q, k, v, window, shift, mask_padding, H, W, scale, dropout_p):
     return window_reverse(out, window, Hp, Wp).reshape(B, Hp, Wp, heads, dim_v)
 
 
+def _attends_to(bad: torch.Tensor, window: Tuple[int, int], shift: Tuple[int, int]) -> torch.Tensor:
+    """bool ``[B, Hp, Wp, heads]`` keys of the padded, shifted map -> bool ``[B, Hp, Wp, heads]``: the queries
+    whose window and Swin region hold one of them (padded keys are zeros, never among them)."""
+    B, Hp, Wp, heads = bad.shape
+    tokens = window[0] * window[1]
+    same = shifted_window_mask(Hp, Wp, window, shift, device=bad.device).float()  # [nW, T, T]
+    keys = window_partition(bad.float(), window).reshape(B, -1, tokens, heads)  # [B, nW, T, heads]
+    hits = (same @ keys).reshape(-1, window[0], window[1], heads)  # counts < T: exact in fp32
+    return window_reverse(hits, window, Hp, Wp) > 0
+
+
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_size: IntOrPair,
                      shift_size: IntOrPair = 0, mask_padding: bool = True, scale: Optional[float] = None,
                      dropout_p: float = 0.0) -> torch.Tensor:
@@ -198,8 +215,14 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
     add_attention_macs(B * heads * Hp * Wp * window[0] * window[1] * (q.shape[-1] + v.shape[-1]))
     if shift[0] or shift[1]:
         q, k, v = (torch.roll(t, shifts=(-shift[0], -shift[1]), dims=(1, 2)) for t in (q, k, v))
+    masked = backend == 'reference' or shift[0] or shift[1] or (mask_padding and (pad_h or pad_w))
+    bad = nonfinite_keys(k, v) if masked else None  # ``_nonfinite``: masked pairs would spread a bad key
+    if bad is not None:
+        k, v = zero_keys(k, bad), zero_keys(v, bad)
     core = _window_reference if backend == 'reference' else _window_torch
     out = core(q, k, v, window, shift, mask_padding, H, W, scale, dropout_p)
+    if bad is not None:
+        out = poison(out, _attends_to(bad, window, shift))
     if shift[0] or shift[1]:
         out = torch.roll(out, shifts=shift, dims=(1, 2))
     if pad_h or pad_w:

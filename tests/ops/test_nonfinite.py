@@ -2,6 +2,7 @@
 of exactly the queries that attend to that key NaN, on every backend; every other output is the finite result.
 Which queries attend to a key is found independently, from the finite inputs: those whose output changes when
 that key changes."""
+import functools
 import json
 import os
 import subprocess
@@ -207,3 +208,89 @@ def test_topk_nan_row_stays_nan_and_empty_rows_are_zero(connectivity):
         assert out.isnan().any(-1).nonzero().tolist() == [[0, 1, 4]], backend
         if connectivity == 'mask':
             assert torch.equal(out[1, 2, 7], torch.zeros(8, dtype=out.dtype)), backend
+
+
+# ---------------------------------------------------------------------------------------------
+# window_attention and routing_attention
+# ---------------------------------------------------------------------------------------------
+
+def _attending_and_spoiled(attend, pos, which, value, seed=0):
+    """fp64 ``q, k, v`` ``[2, 12, 10, 3, 8]``; the clean output of ``attend``, the queries whose output moves with
+    the key at ``(0, *pos, head 1)``, and the inputs with ``value`` in that key's ``which`` vector."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 12, 10, 3, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    with ops.use_backend('reference'):
+        clean = attend(q, k, v)
+        attends = (clean != attend(q, _perturbed(k, pos), _perturbed(v, pos))).any(-1)
+    inputs = {'q': q, 'k': k, 'v': v}
+    inputs[which] = _spoiled(inputs[which], pos, value)
+    return clean, attends, inputs
+
+
+def _assert_reaches_exactly(attend, clean, attends, inputs, backends, whole=True):
+    """A NaN reaches exactly the queries ``attends`` on every backend, in their whole output vector when ``whole``
+    (the paths under ``_nonfinite``'s rule), else in some elements of it (a plain softmax over a gathered window:
+    a NaN in one element of v spoils that element only); the other outputs are the clean ones."""
+    assert attends.any() and not attends.all()
+    for backend in backends:
+        with ops.use_backend(backend):
+            out = attend(inputs['q'], inputs['k'], inputs['v'])
+        assert torch.equal((out.isnan().all(-1) if whole else out.isnan().any(-1)), attends), backend
+        torch.testing.assert_close(out[~attends], clean[~attends], msg=backend)
+
+
+@pytest.mark.parametrize('value', [float('nan'), -float('inf')])
+@pytest.mark.parametrize('which', ['k', 'v'])
+@pytest.mark.parametrize('window,shift,mask_padding,pos', [
+    (4, 2, True, (5, 6)),              # Swin's region mask, padded map (12 x 10 -> 12 x 12)
+    ((4, 5), (2, 3), False, (11, 9)),  # region mask at the wrapped corner, no padding
+    ((5, 4), 0, True, (3, 1)),         # padding mask only
+])
+def test_window_nonfinite_key_reaches_exactly_its_queries(window, shift, mask_padding, pos, which, value):
+    """The masked paths (region or padding mask; the dense reference) zero a bad key and NaN its queries."""
+    attend = functools.partial(ops.window_attention, window_size=window, shift_size=shift,
+                               mask_padding=mask_padding)
+    _assert_reaches_exactly(attend, *_attending_and_spoiled(attend, pos, which, value), ('reference', 'torch'))
+
+
+def test_window_plain_windows_keep_a_nan_in_its_window():
+    """Plain windows (no mask) are not masked: a NaN in one element of v spoils that element of the outputs of
+    its window's queries, and nothing else."""
+    attend = functools.partial(ops.window_attention, window_size=4, mask_padding=False)
+    clean, attends, inputs = _attending_and_spoiled(attend, (6, 6), 'v', float('nan'))
+    _assert_reaches_exactly(attend, clean, attends, inputs, ('torch',), whole=False)
+
+
+def _routing(topk, seed=1):
+    """A routing ``[2, 15, topk]`` of the 15 regions (3 x 5 of 4 x 2 tokens) of the 12 x 10 map."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(2, 15, 15, generator=g).argsort(-1)[..., :topk]
+
+
+@pytest.mark.parametrize('value', [float('nan'), -float('inf')])
+@pytest.mark.parametrize('which', ['k', 'v'])
+@pytest.mark.parametrize('topk', [4, 9])  # >= 15 / 4 routed regions: the torch path's dense masked SDPA
+def test_routing_nonfinite_key_reaches_exactly_its_queries(topk, which, value):
+    """With a given routing (a NaN key also turns its region's routing logits to NaN, so the region-mean routing
+    itself changes with it)."""
+    attend = functools.partial(ops.routing_attention, num_regions=(3, 5), topk=topk, routing=_routing(topk))
+    _assert_reaches_exactly(attend, *_attending_and_spoiled(attend, (2, 7), which, value), ('torch',))
+
+
+@pytest.mark.parametrize('topk', [1, 3, 15])  # the torch path's gathers and its plain attention
+def test_routing_gather_keeps_a_nan_in_its_queries(topk):
+    attend = functools.partial(ops.routing_attention, num_regions=(3, 5), topk=topk, routing=_routing(topk))
+    _assert_reaches_exactly(attend, *_attending_and_spoiled(attend, (2, 7), 'v', float('nan')),
+                            ('reference', 'torch'), whole=False)
+
+
+@pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')
+def test_routing_flex_nonfinite_key_reaches_exactly_its_queries():
+    """flex's masked pairs (eager flex on the CPU: the whole score matrix) under the same rule."""
+    from attnzoo.ops.routing import _routing_flex
+    routing = _routing(4)
+    attend = functools.partial(ops.routing_attention, num_regions=(3, 5), topk=4, routing=routing)
+    clean, attends, inputs = _attending_and_spoiled(attend, (9, 3), 'v', float('nan'))
+    out = _routing_flex(inputs['q'], inputs['k'], inputs['v'], routing, 3, 5, (3 * 8) ** -0.5, compiled=False)
+    assert torch.equal(out.isnan().all(-1), attends)
+    torch.testing.assert_close(out[~attends], clean[~attends])
