@@ -134,7 +134,7 @@ def test_core_install_builds_every_family_and_names_the_train_extra(venv, tmp_pa
     for name, size in FAMILY_MODELS:
         expected = (1, 3, 2 * size, 2 * size) if name.startswith('dlgsanet') else (1, 1000)
         assert f'{name} {expected}' in out
-    for command in ('attnzoo-benchmark', 'attnzoo-convert', 'attnzoo-sr'):
+    for command in ('attnzoo-benchmark', 'attnzoo-convert', 'attnzoo-sr', 'attnzoo-publish'):
         assert 'usage:' in _run([venv / 'bin' / command, '--help'], cwd=tmp_path).stdout
     for command in ('attnzoo-train', 'attnzoo-test'):
         proc = _run([venv / 'bin' / command, '--list-configs'], cwd=tmp_path, check=False)
@@ -150,7 +150,7 @@ def test_train_extra_runs_the_digits_demo_through_the_console_commands(venv, whe
     (site / 'attnzoo_train_deps.pth').write_text(str(train_site) + '\n')
     try:
         listed = _run([venv / 'bin' / 'attnzoo-train', '--list-configs'], cwd=tmp_path).stdout.split()
-        assert 'attnzoo::classification/demo_digits.py' in listed and not any('_base_' in c for c in listed)
+        assert 'attnzoo::classification/demo_digits.py' in listed and not any('/_base_/' in c for c in listed)
         options = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_dataloader.batch_size=64']
         train = _run([venv / 'bin' / 'attnzoo-train', 'attnzoo::classification/demo_digits.py', '--work-dir', 'w',
                       *options], cwd=tmp_path)
