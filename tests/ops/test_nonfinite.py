@@ -128,6 +128,22 @@ TRITON_SCRIPT = textwrap.dedent('''
                     which=which, value=str(value), attending=int(attends.sum()),
                     exact=bool(torch.equal(out.isnan().all(-1), attends)),
                     error=float((out[~attends] - clean[~attends]).abs().max())))
+    g = torch.Generator().manual_seed(0)  # routing: 15 regions of 4 x 2 tokens, 4 routed to every query region
+    q, k, v = (torch.randn(1, 12, 10, 2, 16, generator=g) for _ in range(3))
+    routing = torch.rand(1, 15, 15, generator=g).argsort(-1)[..., :4]
+    with ops.use_backend('reference'):
+        clean = ops.routing_attention(q, k, v, (3, 5), 4, routing=routing)
+        attends = (clean != ops.routing_attention(q, moved(k, (2, 7)), moved(v, (2, 7)), (3, 5), 4,
+                                                  routing=routing)).any(-1)
+    result['routing'] = []
+    for which in ('k', 'v'):
+        inputs = {'q': q, 'k': k, 'v': v}
+        inputs[which] = spoiled(inputs[which], (2, 7), float('nan'))
+        with ops.use_backend('triton'):
+            out = ops.routing_attention(inputs['q'], inputs['k'], inputs['v'], (3, 5), 4, routing=routing)
+        result['routing'].append(dict(which=which, attending=int(attends.sum()),
+                                      exact=bool(torch.equal(out.isnan().any(-1), attends)),
+                                      error=float((out[~attends] - clean[~attends]).abs().max())))
     with ops.use_backend('triton'):
         empty = torch.randn(0, 9, 9, 1, 16, requires_grad=True)
         out = ops.na2d(empty, empty, empty, 3, rpb=torch.zeros(1, 5, 5, requires_grad=True))
@@ -157,6 +173,16 @@ def test_triton_nonfinite_key_reaches_exactly_its_queries(triton_run, which):
     assert len(runs) == 2 * len(TRITON_CASES)
     assert runs[0]['attending'] == 81  # 9 x 9 windows of a 7x7 kernel on a 14x14 map hold (5, 5)
     for run in runs:
+        assert run['exact'], run
+        assert run['error'] < 1e-5, run
+
+
+def test_triton_routing_nan_stays_in_its_queries(triton_run):
+    """The fused routing kernels (no mask, not given the rule): a NaN key or value reaches exactly the queries of
+    the regions routed to its region (some elements of their outputs, for a NaN in one element of v)."""
+    assert [run['which'] for run in triton_run['routing']] == ['k', 'v']
+    for run in triton_run['routing']:
+        assert 0 < run['attending'] < 240, run
         assert run['exact'], run
         assert run['error'] < 1e-5, run
 
