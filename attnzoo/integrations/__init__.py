@@ -1,8 +1,9 @@
 """attnzoo backbones for OpenMMLab (mmdet 3.x / mmseg 1.x): registration only.
 
 The backbone itself is :class:`attnzoo.models.dense.DenseBackbone` (attnzoo's own dense tasks use it directly,
-without this package). Importing this package registers one backbone class per family -- ``NAT``, ``DiNAT``, ``DiNAT_s``, ``BiFormer``,
-``FaViT``, ``L2ViT``, ``Sparsifiner`` -- plus the generic ``AttnZooBackbone`` (any timm ``model_name``):
+without this package). Importing this package registers one backbone class per family -- ``NAT``, ``DiNAT``,
+``DiNAT_s``, ``BiFormer``, ``FaViT``, ``L2ViT``, ``Sparsifiner`` -- plus the generic ``AttnZooBackbone`` (any timm
+``model_name``):
 
 * in an mmengine registry with scope ``attnzoo`` (a child of mmengine's root ``MODELS``), so every OpenMMLab
   config finds ``type='attnzoo.DiNAT'``;
@@ -25,10 +26,9 @@ import importlib
 from typing import Dict, Optional, Sequence, Tuple, Type
 
 from mmengine.logging import print_log
+from mmengine.model import BaseModule
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
-
-from mmengine.model import BaseModule
 
 from ..models.dense import DenseBackbone
 

@@ -52,7 +52,8 @@ from ._base import (
     build_staged_model, StagedClassifier, check_drop_rates, check_image_batch, remap_state_dict, unwrap_state_dict)
 from ._pretrained import resolve_pretrained
 
-__all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn', 'biformer_dense_kwargs']
+__all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn',
+           'biformer_dense_kwargs']
 
 _ATTN_LAYOUTS = ('legacy', 'nchw')
 _STEM_TYPES = ('conv', 'patch')
