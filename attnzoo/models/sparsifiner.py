@@ -23,8 +23,16 @@ dense attention. ``Sparsifiner.set_backends`` picks the predictor / attention ba
 Training modes (set by ``set_recon_mode``; see ``attnzoo.tasks.sparsifiner``):
 * phase 1 (``recon=True``, in training mode): the backbone runs dense attention and every attention
   layer keeps ``approx_attn`` (``[B, heads, N-1, N]``, raw signed basis, dense coefficients) for the
-  distillation loss against the dense teacher's attention;
-* phase 2 / inference: sparse attention with the predictor's top-k connectivity (detached).
+  distillation loss against the dense teacher's attention; the predictors' parameters are trainable;
+* phase 2 / plain fine-tuning / inference (the default): sparse attention with the predictor's top-k
+  connectivity (detached), the predictors' parameters frozen (``requires_grad=False``), so an optimizer over
+  the trainable parameters does not carry them. timm's generic backward tests (every parameter gets a
+  gradient) therefore do not hold outside phase 1, by design; ``prune_intermediate_layers`` keeps the
+  predictors of the kept blocks, in the same state.
+
+Like timm's ViT / DeiT, ``forward_features`` returns tokens ``[B, 1+N, C]`` (``pool_size`` None): timm's test
+suite checks such models with ``test_model_default_cfgs_non_std`` (its ``NON_STD_FILTERS`` list ``vit_*`` and
+``deit_*``), not the NCHW ``test_model_default_cfgs``; tests/models/test_sparsifiner_timm.py runs those checks.
 
 With ``keep_rate=1.0`` the predictor is skipped and attention is dense SDPA (the official top-k of
 all 197 keys gives the same all-ones mask). ``record_attn=True`` (``set_record_attn``) makes dense
@@ -289,6 +297,7 @@ class Sparsifiner(VisionTransformer):
         super().__init__(img_size=img_size, patch_size=patch_size, attn_layer=attn_layer, **kwargs)
         self.num_tokens = num_tokens
         self.set_keep_rate(rates)
+        self.set_recon_mode(False)  # the predictor is frozen until phase 1 asks for it
 
     def set_keep_rate(self, keep_rate: Union[float, Sequence[float]]) -> None:
         """Change the keep rate of every block (one value) or of each block (a list); no parameter changes."""
@@ -309,10 +318,15 @@ class Sparsifiner(VisionTransformer):
             blk.attn.backends = dict(choice)
 
     def set_recon_mode(self, enable: bool = True) -> None:
-        """Phase 1: in training mode, dense attention and ``approx_attn`` kept in every attention layer."""
+        """Phase 1 (``enable=True``): in training mode, dense attention and ``approx_attn`` kept in every attention
+        layer, and the predictors' parameters trainable. Otherwise (the default from construction on: phase 2,
+        plain fine-tuning, inference) the predictors are frozen (``requires_grad=False``): their top-k
+        connectivity is detached, so no loss reaches them, and an optimizer built from the trainable parameters
+        (timm's ``create_optimizer_v2``, mmengine's constructors) leaves them out instead of carrying them dead."""
         for blk in self.blocks:
             blk.attn.recon = enable
             blk.attn.approx_attn = None
+            blk.attn.mask_predictor.requires_grad_(enable)
 
     def set_record_attn(self, enable: bool = True) -> None:
         """Dense attention with the softmax maps kept in ``blocks[i].attn.attn_map`` (teacher role)."""
