@@ -81,3 +81,18 @@ def test_is_init_follows_mmengine_protocol():
     assert not b.is_init
     b.init_weights()
     assert b.is_init
+
+
+def test_single_scale_model_freezes_blocks_and_its_stem_parameters():
+    """A ViT-style model: its stages are the blocks the features-only network holds, the stem includes the
+    tokens / position embedding (parameters of the model itself), and the simple pyramid is never frozen."""
+    b = DenseBackbone('sparsifiner_deit_tiny', out_indices=(1,), pyramid_channels=16, frozen_stages=1,
+                      model_kwargs=dict(depth=2, embed_dim=32, num_heads=1, img_size=64, basis_topk=2))
+    net = b.network
+    assert b.num_stages == 2
+    assert not net.cls_token.requires_grad and not net.pos_embed.requires_grad
+    assert not _trainable(net.patch_embed) and not _trainable(net.blocks[0]) and _trainable(net.blocks[1])
+    assert _trainable(b.pyramid) == {n for n, _ in b.pyramid.named_parameters()}
+    with pytest.raises(ValueError, match='frozen_stages=3'):
+        DenseBackbone('sparsifiner_deit_tiny', out_indices=(1,), pyramid_channels=16, frozen_stages=3,
+                      model_kwargs=dict(depth=2, embed_dim=32, num_heads=1, img_size=64, basis_topk=2))
