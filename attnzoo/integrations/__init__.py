@@ -9,7 +9,8 @@ without this package). Importing this package registers one backbone class per f
   config finds ``type='attnzoo.DiNAT'``;
 * in mmengine's root ``MODELS`` under the plain names (skipped, with a warning, where a name is taken), so
   ``type='DiNAT'`` works from mmdet / mmseg too;
-* in ``mmdet.registry.MODELS`` / ``mmseg.registry.MODELS`` when those import (:mod:`.mmdet`, :mod:`.mmseg`).
+* in ``mmdet.registry.MODELS`` / ``mmseg.registry.MODELS`` when those import (with a full mmcv build);
+  ``REGISTERED_IN`` says where that happened, :func:`register_in_openmmlab` tries again.
 
 An mmdet config::
 
@@ -32,9 +33,11 @@ from mmengine.registry import Registry
 
 from ..models.dense import DenseBackbone
 
-__all__ = ['MODELS', 'AttnZooBackbone', 'FAMILY_BACKBONES', 'register_backbones', 'register_in_openmmlab']
+__all__ = ['MODELS', 'AttnZooBackbone', 'FAMILY_BACKBONES', 'OPENMMLAB_PACKAGES', 'REGISTERED_IN', 'register_backbones',
+           'register_in_openmmlab']
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='attnzoo')
+OPENMMLAB_PACKAGES = ('mmdet', 'mmseg')
 
 
 class AttnZooBackbone(DenseBackbone, BaseModule):
@@ -112,6 +115,6 @@ def register_in_openmmlab(package: str) -> bool:
 
 register_backbones(MODELS)
 register_backbones(MMENGINE_MODELS)
-
-from . import mmdet as _mmdet  # noqa: E402,F401  (registers in mmdet's registry when mmdet imports)
-from . import mmseg as _mmseg  # noqa: E402,F401  (registers in mmseg's registry when mmseg imports)
+# mmdet's / mmseg's registries are children of mmengine's root MODELS (registered above); registering there too
+# lets their scoped lookups (type='mmdet.DiNAT') see the backbones. Only this import touches the two packages.
+REGISTERED_IN = {package: register_in_openmmlab(package) for package in OPENMMLAB_PACKAGES}

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import Registry
 
+import attnzoo.integrations as integ
 from attnzoo.integrations import AttnZooBackbone, FAMILY_BACKBONES
 from attnzoo.models.dense import DenseBackbone, dense_model_kwargs, load_dense_checkpoint
 from attnzoo.models.nat import dinat_dense_dilations
@@ -178,8 +179,7 @@ def test_real_mmdet_mask_rcnn_with_an_attnzoo_backbone():
     from mmdet.structures.mask import BitmapMasks
 
     register_all_modules()
-    import attnzoo.integrations.mmdet as mmdet_integ
-    assert mmdet_integ.register()
+    assert integ.register_in_openmmlab('mmdet') and integ.REGISTERED_IN['mmdet']
     cfg = dict(
         type='MaskRCNN',
         data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
@@ -242,8 +242,7 @@ def test_real_mmdet_mask_rcnn_with_an_attnzoo_backbone():
 def test_real_mmseg_backbone_registry():
     pytest.importorskip('mmseg.models')
     from mmseg.registry import MODELS as MMSEG_MODELS
-    import attnzoo.integrations.mmseg as mmseg_integ
-    assert mmseg_integ.register()
+    assert integ.register_in_openmmlab('mmseg') and integ.REGISTERED_IN['mmseg']
     b = MMSEG_MODELS.build(dict(type='attnzoo.DiNAT', arch='mini', dense_preset='ade20k',
                                 **{k: v for k, v in TINY.items() if k != 'dilations'}))
     assert len(b(_mm_inputs(1, (64, 64)))) == 4
