@@ -9,6 +9,7 @@ switch ``load_from_finetune=True``.
 import re
 from typing import Any, Callable, Dict, List, Tuple, Union
 
+import torch
 import torch.nn as nn
 from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
@@ -17,7 +18,7 @@ from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
 from ..utils.checkpoint import load_checkpoint, load_state_dict_strict
 
-__all__ = ['StrictRunner', 'classifier_prefixes', 'register_checkpoint_loader']
+__all__ = ['StrictRunner', 'as_task_checkpoint', 'classifier_prefixes', 'register_checkpoint_loader']
 
 
 def register_checkpoint_loader(trusted: bool = False) -> None:
@@ -32,6 +33,18 @@ def register_checkpoint_loader(trusted: bool = False) -> None:
         return load_checkpoint(filename, map_location=map_location, trusted=trusted)
 
     CheckpointLoader.register_scheme(prefixes='', loader=load_local, force=True)
+
+
+def as_task_checkpoint(model: nn.Module, checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """``checkpoint`` in the layout of a Runner checkpoint of ``model`` (a task model): a bare state dict of its
+    timm network ``model.model`` (``tools/publish.py``'s ``.safetensors`` / ``.pth``, a converted release) becomes
+    ``{'state_dict': {'model.<key>': ...}}``, so that ``load_from`` takes it as it takes a training checkpoint
+    (and EMAHook finds its ``state_dict``); anything else is returned as it is."""
+    network = getattr(model, 'model', None)
+    bare = isinstance(checkpoint, dict) and all(isinstance(value, torch.Tensor) for value in checkpoint.values())
+    if not bare or not isinstance(network, nn.Module) or set(checkpoint) & set(model.state_dict()):
+        return checkpoint
+    return {'state_dict': {f'model.{key}': value for key, value in checkpoint.items()}}
 
 
 def classifier_prefixes(model: nn.Module) -> List[str]:
@@ -75,9 +88,9 @@ class StrictRunner(Runner):
         """
         if not strict:
             return super().load_checkpoint(filename, map_location, strict, revise_keys)
-        checkpoint = _load_checkpoint(filename, map_location=map_location)
-        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)  # e.g. EMAHook swaps in the EMA weights
         model = self.model.module if is_model_wrapper(self.model) else self.model
+        checkpoint = as_task_checkpoint(model, _load_checkpoint(filename, map_location=map_location))
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)  # e.g. EMAHook swaps in the EMA weights
         state = checkpoint.get('state_dict', checkpoint)
         for pattern, replacement in revise_keys:
             state = {re.sub(pattern, replacement, key): value for key, value in state.items()}

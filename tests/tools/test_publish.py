@@ -45,6 +45,18 @@ def test_publish_names_files_by_their_sha256_and_refuses_what_is_no_training_che
         network_state_dict({'state_dict': state}, 'net.')
 
 
+def test_load_from_takes_a_bare_network_state_dict_as_the_task_model_keys():
+    from mmengine.registry import MODELS
+
+    import attnzoo.tasks  # noqa: F401  (registers TimmClassifier)
+    from attnzoo.tasks.runner import as_task_checkpoint
+    task = MODELS.build(dict(type='TimmClassifier', model_name='test_vit', num_classes=3))
+    bare = task.model.state_dict()
+    assert as_task_checkpoint(task, bare) == {'state_dict': {f'model.{k}': v for k, v in bare.items()}}
+    for other in ({'state_dict': task.state_dict(), 'meta': {}}, task.state_dict(), {'model': bare}):
+        assert as_task_checkpoint(task, other) is other
+
+
 @pytest.mark.slow
 def test_digits_demo_published_with_ema_reloads_through_timm_with_the_same_outputs(tmp_path):
     import timm
@@ -85,6 +97,10 @@ def test_digits_demo_published_with_ema_reloads_through_timm_with_the_same_outpu
                                       pretrained_cfg_overlay=dict(file=str(path), num_classes=10),
                                       **cfg.model.model_kwargs).eval()
             torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+
+    # load_from takes it too (EMAHook included): fine-tuning starts from the published weights
+    tuned = _tool('train', cfg_path, '--work-dir', 'wd_ft', *small, f'load_from={files[0]}', cwd=tmp_path)
+    assert f'Load checkpoint from {files[0]}' in tuned
 
     # tools/test.py takes the published safetensors (a bare state dict) like the training checkpoint
     top1 = [re.search(r'Final: top1=([\d.]+)', _tool('test', cfg_path, weights, '--work-dir', 'wd_test',
