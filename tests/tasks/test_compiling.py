@@ -116,16 +116,29 @@ def test_only_cudagraph_mode_marks_each_iteration(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ training
-def test_digits_demo_trains_with_the_network_compiled(folder, tmp_path):
-    """Mixup, bf16 autocast, gradient clipping, EMA and the log around a compiled network; 3 iterations + val.
-    The checkpoint keys are the eager model's (compiled in place, no ``_orig_mod.``)."""
+def test_train_command_parses_the_compile_flag():
+    from attnzoo.cli.train import parse_args
+    assert parse_args([str(DEMO)]).compile is None
+    assert parse_args([str(DEMO), '--compile']).compile == 'default'
+    assert parse_args([str(DEMO), '--compile', CUDAGRAPH_MODE]).compile == CUDAGRAPH_MODE
+    with pytest.raises(SystemExit):
+        parse_args([str(DEMO), '--compile', 'max-autotune'])
+
+
+def test_digits_demo_trains_with_the_network_compiled(folder, tmp_path, monkeypatch):
+    """Mixup, bf16 autocast, gradient clipping, EMA and the log around a compiled network in CUDA-graph mode
+    (aot_eager on the CPU: the hook's checks and step marks, no graphs); 3 iterations + val. The checkpoint keys
+    are the eager model's (compiled in place, no ``_orig_mod.``)."""
     from torch._dynamo.utils import counters
+    marks = []
+    mark = torch.compiler.cudagraph_mark_step_begin
+    monkeypatch.setattr(torch.compiler, 'cudagraph_mark_step_begin', lambda: (marks.append(1), mark()))
     cfg = demo_cfg(folder, tmp_path / 'wd')
     cfg.model.mixup = dict(mixup_alpha=0.8, cutmix_alpha=1.0)
     cfg.optim_wrapper.type = 'AutoAmpOptimWrapper'
     cfg.optim_wrapper.dtype = 'bfloat16'
     cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type='EMAHook', momentum=0.01, priority='ABOVE_NORMAL')]
-    apply_compile(cfg, 'default')
+    apply_compile(cfg, CUDAGRAPH_MODE)
     cfg.custom_hooks[-1]['backend'] = 'aot_eager'
     counters.clear()
     runner = StrictRunner.from_cfg(cfg)
@@ -133,10 +146,11 @@ def test_digits_demo_trains_with_the_network_compiled(folder, tmp_path):
     runner.train()
     network = runner.model.model
     assert network._compiled_call_impl is not None
-    assert counters['stats']['unique_graphs'] >= 2 and not counters['graph_break']  # train + eval, no breaks
+    # one graph per mode and batch size (train 4; eval 4 and 2, autocast off), no graph break
+    assert counters['stats']['unique_graphs'] == 3 and not counters['graph_break']
     scalars = runner.message_hub.log_scalars
     assert np.isfinite(scalars['train/loss'].current()) and np.isfinite(scalars['train/grad_norm'].current())
-    assert runner.iter == 3
+    assert runner.iter == 3 and len(marks) == 3 + 2  # a mark per train iteration and per val batch (6 images / 4)
     state = torch.load(tmp_path / 'wd' / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
     assert set(state) == eager_keys and not any('_orig_mod' in k for k in state)
 
