@@ -90,11 +90,11 @@ def test_plain_checkpoint_and_other_class_count_keep_the_teacher_equal_to_the_st
     src = build('finetune', num_classes=5)
     path = tmp_path / 'plain.pth'
     torch.save(src.model.state_dict(), path)  # no Runner wrapper: teacher = student's weights
-    m = build('finetune', num_classes=3, init_checkpoint=str(path))
+    m = build('finetune', num_classes=3, init_checkpoint=str(path), init_replace_head=True)
     for k, v in m.teacher.state_dict().items():
         if not k.startswith(('head.', 'aux_head.')):
             torch.testing.assert_close(v, src.model.state_dict()[k])
-    assert m.model.aux_head.weight.shape == (3, 32)  # heads of another size stay as initialised
+    assert m.model.aux_head.weight.shape == (3, 32)  # heads of another size stay as initialised (explicit switch)
     losses = m.loss(torch.randn(2, 3, 32, 32), torch.tensor([0, 2]))
     assert all(torch.isfinite(v) for v in losses.values())
 
@@ -118,7 +118,7 @@ def test_lvvit_phase2_config():
 
 def test_tiny_phase2_run_lowers_the_loss(tmp_path):
     _, path = phase1_checkpoint(tmp_path)
-    m = build('finetune', num_classes=4, init_checkpoint=str(path)).train()
+    m = build('finetune', num_classes=4, init_checkpoint=str(path), init_replace_head=True).train()
     predictor = {n: p.detach().clone() for n, p in m.model.named_parameters() if '.mask_predictor.' in n}
     teacher = {n: p.detach().clone() for n, p in m.teacher.state_dict().items()}
     opt = TimmOptimWrapperConstructor(dict(type='OptimWrapper',
