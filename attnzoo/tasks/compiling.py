@@ -7,10 +7,11 @@ run) with ``torch.compile(mode=MODE, dynamic=False)`` when training starts.
 Why not mmengine's own ``compile`` config key: mmengine 0.10.7's ``Runner`` compiles ``model.train_step``, which
 holds the data preprocessor, timm's Mixup (numpy random draws), the loss parsing and ``optim_wrapper.update_params``
 (backward, the grad-norm ``float()`` for the log, clipping, the optimizer step with a scheduler-changed lr). On the
-digits demo (dinat_mini, mixup on, 12 iterations, ``backend='eager'`` to count only dynamo's work) that gave 54
-graphs, graph breaks at every Mixup draw, ``Tensor.backward`` and ``.item()``, and 74 recompiles (one per new Mixup
-draw), so the step falls back to eager once the recompile limit is hit. Compiling only the network gave 3 graphs
-(train, eval, the last partial val batch), no graph break and 2 recompiles.
+digits demo (dinat_mini, mixup on, 12 iterations, ``backend='eager'`` to count only dynamo's work;
+``benchmarks/compile_target.py``, ``benchmarks/results/cpu_compile_target.txt``) that gave 54 graphs, graph breaks
+at every Mixup draw, ``Tensor.backward`` and ``.item()``, and 74 recompiles (Mixup's drawn values are guarded on), so
+the step falls back to eager once the recompile limit is hit. Compiling only the network gave 3 graphs (train,
+eval, the last partial val batch), no graph break and 2 recompiles.
 
 What this keeps eager, in every mode: mixup/cutmix and the loss (``TimmClassifier.loss`` around the network), the
 AMP autocast context and the loss scaler (the compiled graph is traced under the autocast state it runs in),
