@@ -1,7 +1,7 @@
 """What to compile for ``tools/train.py --compile``: mmengine's own ``compile`` option (``torch.compile`` of the whole
 ``model.train_step``) against ``CompileHook`` (the task model's network, in place), counted on the digits demo::
 
-    python benchmarks/compile_target.py [--iters-per-epoch 6 --epochs 2] [--out benchmarks/results/cpu_compile_target.txt]
+    python benchmarks/compile_target.py [--epochs 2] [--out benchmarks/results/cpu_compile_target.txt]
 
 Both train the digits DiNAT with mixup/cutmix on (as every ImageNet recipe) on a small synthetic folder for
 ``--epochs`` epochs with ``backend='eager'``: dynamo traces and guards as with Inductor, but generates no code, so
