@@ -179,7 +179,8 @@ class SparseGlobalAttention(nn.Module):
         qkv = self.qkv_dwconv(self.qkv(x))
         if self.training or not self.tlc:
             return self.project_out(self._attend(qkv))
-        b, _, h, w = (int(d) for d in qkv.shape)  # plain ints, also under jit tracing (fvcore)
+        b = qkv.shape[0]  # symbolic under torch.export: the batch stays dynamic
+        h, w = (int(d) for d in qkv.shape[2:])  # the window grid is laid out in Python, also under jit tracing (fvcore)
         kh, kw, corners = tlc_windows(h, w, self.tlc_kernel)
         if len(corners) == 1:
             return self.project_out(self._attend(qkv))

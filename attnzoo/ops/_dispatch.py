@@ -2,7 +2,8 @@
 
 Models call the public ops (``attnzoo.ops.na2d``, ...); each op picks one of the backends below.
 ``auto`` (the default) lets the op pick the fastest backend that supports its arguments;
-``use_backend(name)`` forces one for the code inside the ``with`` block.
+``use_backend(name)`` forces one for the code inside the ``with`` block. While ``torch.export`` traces a model
+(:func:`exporting`), ``auto`` is ``torch``.
 
 Backends:
     reference  dense masked attention, O(N^2) memory: the readable definition, used by tests.
@@ -17,8 +18,8 @@ from typing import Iterator, Optional
 
 import torch
 
-__all__ = ['BACKENDS', 'use_backend', 'get_backend', 'flex_available', 'count_attention_macs', 'counting_macs',
-           'add_attention_macs']
+__all__ = ['BACKENDS', 'use_backend', 'get_backend', 'exporting', 'flex_available', 'count_attention_macs',
+           'counting_macs', 'add_attention_macs']
 
 BACKENDS = ('auto', 'reference', 'torch', 'flex', 'natten', 'triton')
 
@@ -53,6 +54,13 @@ def use_backend(name: str) -> Iterator[None]:
 def get_backend() -> str:
     """The backend requested by the innermost ``use_backend`` block (``'auto'`` outside any)."""
     return _STATE['backend']
+
+
+def exporting() -> bool:
+    """Whether ``torch.export`` (also under ``torch.onnx.export(dynamo=True)``) is tracing the model: ``auto`` then
+    picks each op's pure-PyTorch path (SDPA, gathers, convolutions), which every exporter and runtime can run,
+    never the Triton, flex or NATTEN kernels, and its choice depends on no tensor value."""
+    return torch.compiler.is_exporting()
 
 
 def flex_available() -> bool:

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_dropout, check_int_range, check_same_device, check_tensor
-from ._dispatch import add_attention_macs, get_backend
+from ._dispatch import add_attention_macs, exporting, get_backend
 from .neighborhood import _triton_interpreted, triton_available
 from .sparse import _check_qkv, _topk_reference
 
@@ -161,7 +161,7 @@ def _triton_device_ok(x: torch.Tensor) -> bool:
 def _select_predictor_backend(q_c: torch.Tensor, op: str) -> str:
     requested = get_backend()
     if requested == 'auto':
-        return 'triton' if q_c.is_cuda and triton_available() else 'torch'
+        return 'triton' if q_c.is_cuda and triton_available() and not exporting() else 'torch'
     if requested == 'triton':
         if not _triton_device_ok(q_c):
             raise RuntimeError(f"{op}: backend 'triton' needs Triton and a CUDA device (q_c is on {q_c.device})")
@@ -250,7 +250,7 @@ def _select_attention_backend(q: torch.Tensor, v: torch.Tensor, dropout_p: float
     on the CPU; a requested 'triton' the kernels cannot take is a named error."""
     requested = get_backend()
     if requested == 'auto':
-        return _auto_cuda_attention_backend(q, v, dropout_p) if q.is_cuda else 'torch'
+        return _auto_cuda_attention_backend(q, v, dropout_p) if q.is_cuda and not exporting() else 'torch'
     if requested == 'triton':
         reason = _attention_triton_unsupported(q, v, dropout_p)
         if reason is not None:

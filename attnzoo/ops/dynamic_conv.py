@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_same_device, check_same_dtype, check_simple_backend, check_tensor
-from ._dispatch import add_attention_macs
+from ._dispatch import add_attention_macs, counting_macs, exporting
 
 __all__ = ['dynamic_dwconv2d', 'dynamic_dwconv2d_macs']
 
@@ -102,7 +102,10 @@ def dynamic_dwconv2d(x: torch.Tensor, weight: torch.Tensor, kernel_size: int = 7
     weight = _check(x, weight, kernel_size)
     backend = check_simple_backend('dynamic_dwconv2d', "there is no fused kernel for it ('torch' is the "
                                    "shift-and-accumulate loop)")
-    add_attention_macs(dynamic_dwconv2d_macs(x.shape, kernel_size))
-    if backend == 'reference' or (backend == 'auto' and x.numel() * kernel_size ** 2 <= _AUTO_UNFOLD_MAX):
+    if counting_macs():  # the count is a plain int: computed only when asked, so export keeps B, H, W symbolic
+        add_attention_macs(dynamic_dwconv2d_macs(x.shape, kernel_size))
+    # under export the choice may not depend on the (symbolic) size: the loop, whose memory is O(k^2) smaller
+    if backend == 'reference' or (backend == 'auto' and not exporting()
+                                  and x.numel() * kernel_size ** 2 <= _AUTO_UNFOLD_MAX):
         return _reference(x, weight, kernel_size)
     return _shift_sum(x, weight, kernel_size)

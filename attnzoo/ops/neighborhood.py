@@ -29,7 +29,7 @@ from timm.layers import register_notrace_module
 from torch import nn
 
 from ._checks import check_channels_last, check_dropout, check_flex_device, check_heads, check_qkv, check_scale, check_tensor
-from ._dispatch import add_attention_macs, flex_available, get_backend
+from ._dispatch import add_attention_macs, exporting, flex_available, get_backend
 from ._nonfinite import nonfinite_keys, poison, zero_keys
 from .window import padded_qkv_attention
 
@@ -653,7 +653,7 @@ def _select_backend(q: torch.Tensor, v: torch.Tensor, rpb, kernel: tuple, dil: t
                     dropout_p: float, n: int, op: str) -> str:
     requested = get_backend()
     if requested == 'auto':
-        if q.is_cuda:
+        if q.is_cuda and not exporting():
             if natten_fused_available() and rpb is None and dropout_p == 0:
                 return 'natten'
             # Measured on an H200 (benchmarks/README.md): the fused Triton kernels are the fastest path whenever

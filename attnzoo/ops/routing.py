@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_flex_device, check_index_values, check_int_range, check_qkv, check_scale
-from ._dispatch import add_attention_macs, counting_macs, flex_available, get_backend
+from ._dispatch import add_attention_macs, counting_macs, exporting, flex_available, get_backend
 from ._nonfinite import nonfinite_keys, poison, zero_keys
 from .neighborhood import _compiled_flex_attention, _triton_interpreted, triton_available
 
@@ -435,7 +435,7 @@ def _auto_cuda_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str
 
 def _auto_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
     """``_auto_cuda_backend`` on CUDA; on the CPU 'torch' (measured fastest, benchmarks/README.md)."""
-    return _auto_cuda_backend(q, k, v) if q.is_cuda else 'torch'
+    return _auto_cuda_backend(q, k, v) if q.is_cuda and not exporting() else 'torch'
 
 
 def _select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, op: str) -> str:

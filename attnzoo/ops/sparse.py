@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ._checks import (check_dropout, check_index_values, check_int_range, check_key_tokens, check_scale,
                       check_simple_backend, check_tensor)
-from ._dispatch import add_attention_macs
+from ._dispatch import add_attention_macs, exporting
 from ._nonfinite import nonfinite_keys, poison, zero_keys
 
 __all__ = ['topk_attention', 'topk_attention_macs', 'keep_budget', 'indices_to_mask', 'mask_to_indices']
@@ -256,7 +256,7 @@ def _run_backend(backend, q, k, v, indices, mask, dense_rows, scale, dropout_p):
             mask = mask.clone()
             mask[:, :, :dense_rows] = True
         return _topk_reference(q, k, v, mask, scale, dropout_p)
-    if backend == 'auto' and q.is_cuda and (mask is None or bool(mask[:, :, dense_rows:].any(-1).all())):
+    if backend == 'auto' and q.is_cuda and not exporting() and (mask is None or bool(mask[:, :, dense_rows:].any(-1).all())):
         return _topk_masked_sdpa(q, k, v, indices, mask, dense_rows, scale, dropout_p)
     return _topk_torch(q, k, v, indices, mask, dense_rows, scale, dropout_p)
 
