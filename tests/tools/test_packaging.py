@@ -134,7 +134,7 @@ def test_core_install_builds_every_family_and_names_the_train_extra(venv, tmp_pa
     for name, size in FAMILY_MODELS:
         expected = (1, 3, 2 * size, 2 * size) if name.startswith('dlgsanet') else (1, 1000)
         assert f'{name} {expected}' in out
-    for command in ('attnzoo-benchmark', 'attnzoo-convert', 'attnzoo-sr', 'attnzoo-publish'):
+    for command in ('attnzoo-benchmark', 'attnzoo-convert', 'attnzoo-sr', 'attnzoo-publish', 'attnzoo-export'):
         assert 'usage:' in _run([venv / 'bin' / command, '--help'], cwd=tmp_path).stdout
     for command in ('attnzoo-train', 'attnzoo-test'):
         proc = _run([venv / 'bin' / command, '--list-configs'], cwd=tmp_path, check=False)
