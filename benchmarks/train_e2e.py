@@ -125,6 +125,8 @@ def attnzoo_command(config: str, model: Optional[str], args, work_dir: str) -> L
         options += [f'{key}.batch_size={args.batch_size}' for key in loaders]
     if args.workers is not None:
         options += [f'{key}.num_workers={args.workers}' for key in loaders]
+        # persistent workers need workers (the ImageNet configs keep theirs alive across epochs)
+        options += [f'{key}.persistent_workers={args.workers > 0}' for key in loaders]
     command = [sys.executable, str(TRAIN), config, '--work-dir', work_dir, '--data-root', args.root]
     if args.amp:
         command += ['--amp', args.amp]

@@ -87,14 +87,20 @@ def test_command_lines_of_a_model_on_another_config(tmp_path):
     assert e2e.parse_run('dinat_tiny')[::2] == ('dinat_tiny', None)
     with pytest.raises(FileNotFoundError, match="config 'nope'"):
         e2e.parse_run('nope')
-    args = SimpleNamespace(classes=10, epochs=3, log_interval=10, batch_size=64, workers=4, root=str(tmp_path),
-                           amp='bf16', compile='reduce-overhead', timm_train='train.py')
+    def args_with(**changes):
+        return SimpleNamespace(**{**dict(classes=10, epochs=3, log_interval=10, batch_size=64, workers=4,
+                                         root=str(tmp_path), amp='bf16', compile='reduce-overhead',
+                                         timm_train='train.py'), **changes})
+
+    args = args_with()
     ours = e2e.attnzoo_command(config, model, args, 'wd')
     assert ours[ours.index('--compile') + 1] == 'reduce-overhead' and ours[ours.index('--amp') + 1] == 'bf16'
     for option in ('model.model_name=swin_tiny_patch4_window7_224', 'val_dataloader.dataset.model_name='
                    'swin_tiny_patch4_window7_224', 'model.num_classes=10', 'log_processor.window_size=10',
-                   'train_dataloader.batch_size=64', 'train_dataloader.num_workers=4'):
+                   'train_dataloader.batch_size=64', 'train_dataloader.num_workers=4',
+                   'train_dataloader.persistent_workers=True'):
         assert option in ours
+    assert 'val_dataloader.persistent_workers=False' in e2e.attnzoo_command(config, model, args_with(workers=0), 'wd')
     timm = e2e.timm_command(config, model, args, 'out')
     assert timm[timm.index('--model') + 1] == 'swin_tiny_patch4_window7_224' and timm[timm.index('-b') + 1] == '64'
     assert timm[timm.index('-j') + 1] == '4' and timm[timm.index('--torchcompile-mode') + 1] == 'reduce-overhead'
