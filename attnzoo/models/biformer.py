@@ -46,6 +46,7 @@ from timm.layers import DropPath, Mlp, calculate_drop_path_rates, register_notra
 from timm.models import checkpoint_seq, generate_default_cfgs, named_apply, register_model
 
 from attnzoo.ops import routing_attention
+from attnzoo.ops._dispatch import exporting
 from attnzoo.ops.routing import _region_logits
 
 from ._base import (
@@ -107,18 +108,20 @@ class BiLevelRoutingAttention(nn.Module):
             return self._forward_nchw(x)
         B, H, W, C = x.shape
         s = self.num_regions
-        pad_b, pad_r = (s - H % s) % s, (s - W % s) % s
-        if pad_b or pad_r:
-            if not self.auto_pad:
-                raise ValueError(f'BiLevelRoutingAttention: the map ({H}x{W}) is not divisible by num_regions={s} '
-                                 f'and auto_pad is False')
+        Hp, Wp = (H + s - 1) // s * s, (W + s - 1) // s * s  # multiples of s, also for a symbolic (exported) size
+        pad_b, pad_r = Hp - H, Wp - W
+        if not self.auto_pad and (pad_b or pad_r):
+            raise ValueError(f'BiLevelRoutingAttention: the map ({H}x{W}) is not divisible by num_regions={s} '
+                             f'and auto_pad is False')
+        # under torch.export the pad is symbolic: always padded (by 0 where divisible) so no branch fixes H, W
+        padded = exporting() or pad_b or pad_r
+        if padded:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        Hp, Wp = H + pad_b, W + pad_r
         q, k, v = self._split(self.qkv(x))
         out = routing_attention(q, k, v, s, self.topk, scale=self.scale).reshape(B, Hp, Wp, C)
         out = out + _nhwc(self.lepe(_nchw(v.reshape(B, Hp, Wp, C))))
         out = self.proj(out)
-        if pad_b or pad_r:
+        if padded:
             out = out[:, :H, :W].contiguous()
         return out
 

@@ -70,6 +70,7 @@ def test_onnx_of_dinat_runs_in_onnx_runtime(tmp_path):
         assert type(model(x)) is torch.Tensor
 
 
+@pytest.mark.slow
 def test_features_only_backbone_exports_a_list_of_maps(tmp_path):
     """features_only=True: the exported program and ORT return the same NCHW maps as eager."""
     name, kwargs, size = CASES[0]
@@ -84,6 +85,7 @@ def test_features_only_backbone_exports_a_list_of_maps(tmp_path):
     _assert_matches(model, E._runner(path, 'onnx'), torch.randn(3, 3, *size))
 
 
+@pytest.mark.slow
 def test_dlgsanet_dynamic_height_and_width_without_tlc(tmp_path):
     """DLGSANet with TLC off exports with dynamic B, H, W; ORT runs another batch and another size."""
     model = _model('dlgsanet_tiny_x2', {})
@@ -102,6 +104,7 @@ def test_dimensions_that_cannot_be_dynamic_are_named_errors():
         E.dynamic_shapes(_model('dlgsanet_tiny_x2', {}), False, True)
 
 
+@pytest.mark.slow
 def test_command_line_writes_checks_and_reports(tmp_path, capsys):
     """tools/export.py: pt2 with a dynamic batch, re-run at another batch, errors and latency printed."""
     out = tmp_path / 'sr.pt2'
