@@ -63,13 +63,6 @@ def exporting() -> bool:
     return torch.compiler.is_exporting()
 
 
-def exporting() -> bool:
-    """Whether ``torch.export`` (also under ``torch.onnx.export(dynamo=True)``) is tracing the model: ``auto`` then
-    picks each op's pure-PyTorch path (SDPA, gathers, convolutions), which every exporter and runtime can run,
-    never the Triton, flex or NATTEN kernels, and its choice depends on no tensor value."""
-    return torch.compiler.is_exporting()
-
-
 def flex_available() -> bool:
     """Whether ``torch.nn.attention.flex_attention`` exists and a CUDA device is present."""
     try:
