@@ -17,8 +17,10 @@ DiNAT-T's recipe. The steps:
    optimizer, clipping, mixup/cutmix, smoothing, RandAugment, random erasing, crop scale/ratio, drop path, data
    config, workers). timm's wheel has no ``train.py`` (and no console command for it): pass ``--timm-train`` with
    the ``train.py`` of a pytorch-image-models checkout of the installed timm version (timm >= 0.9 for ``--data-dir``,
-   ``--amp-dtype`` and ``--torchcompile``). It runs through a launcher
-   that imports attnzoo first, so the zoo's models are timm models there. Without ``--timm-train`` only step 2 runs.
+   ``--amp-dtype`` and ``--torchcompile``; the flags were checked on the CPU against the ``train.py`` of
+   pytorch-image-models commit aa4b5850, timm 1.0.29.dev0, with ``--timm-extra="--device cpu --no-prefetcher"``).
+   It runs through a launcher that imports attnzoo first, so the zoo's models are timm models there. Without
+   ``--timm-train`` only step 2 runs.
 4. Both logs are parsed: mean time per iteration and data-loading time over the epochs after ``--warmup-epochs``
    (``tools/train.py``: the logged ``time`` / ``data_time`` windows; timm: each epoch's running averages of its
    last ``Train:`` line, weighted by the epoch's iterations); ``OUT.json`` and ``OUT.md`` get one row per run
@@ -29,6 +31,7 @@ import json
 import os
 import os.path as osp
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -211,7 +214,7 @@ def timm_command(config: str, model: Optional[str], args, out_dir: str) -> List[
         command += ['--amp', '--amp-dtype', 'bfloat16' if args.amp == 'bf16' else 'float16']
     if args.compile:
         command += ['--torchcompile'] + (['--torchcompile-mode', args.compile] if args.compile != 'default' else [])
-    return command
+    return command + shlex.split(args.timm_extra)
 
 
 def batch_size(config: str, args) -> int:
@@ -318,6 +321,8 @@ def parse_args(argv=None):
     p.add_argument('--compile', choices=['default', 'max-autotune-no-cudagraphs', 'reduce-overhead'],
                    help='tools/train.py --compile MODE and timm --torchcompile [--torchcompile-mode MODE]')
     p.add_argument('--timm-train', help="train.py of a pytorch-image-models checkout (not in timm's wheel)")
+    p.add_argument('--timm-extra', default='', metavar='"FLAGS"',
+                   help='more timm train.py flags, one string: --timm-extra="--device cpu --no-prefetcher"')
     p.add_argument('--work-dir', default='work_dirs/train_e2e')
     p.add_argument('--timeout', type=float, default=7200, help='seconds per training command')
     p.add_argument('--out', default='benchmarks/results/train_e2e', help='writes OUT.json and OUT.md')

@@ -90,7 +90,7 @@ def test_command_lines_of_a_model_on_another_config(tmp_path):
     def args_with(**changes):
         return SimpleNamespace(**{**dict(classes=10, epochs=3, log_interval=10, batch_size=64, workers=4,
                                          root=str(tmp_path), amp='bf16', compile='reduce-overhead',
-                                         timm_train='train.py'), **changes})
+                                         timm_train='train.py', timm_extra='--channels-last'), **changes})
 
     args = args_with()
     ours = e2e.attnzoo_command(config, model, args, 'wd')
@@ -105,6 +105,7 @@ def test_command_lines_of_a_model_on_another_config(tmp_path):
     assert timm[timm.index('--model') + 1] == 'swin_tiny_patch4_window7_224' and timm[timm.index('-b') + 1] == '64'
     assert timm[timm.index('-j') + 1] == '4' and timm[timm.index('--torchcompile-mode') + 1] == 'reduce-overhead'
     assert timm[timm.index('--amp-dtype') + 1] == 'bfloat16' and 'import attnzoo' in timm[2]
+    assert timm[-1] == '--channels-last'
 
 
 FAKE_TIMM_TRAIN = '''
