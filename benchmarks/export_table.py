@@ -7,8 +7,8 @@
 
 Each variant is built at random init, exported with a dynamic batch (``attnzoo.cli.export``; traced at batch 2),
 saved and reloaded as ``.pt2`` and as ONNX, and both files are run at batch 3 against eager PyTorch. ``--side S``
-runs the families that take any size at ``S x S`` to fit a CPU; FaViT and Sparsifiner keep their one size. Each variant runs in its own subprocess (a
-failure or a hang is its row, ``--timeout``). Writes ``<out>.json`` (one record per variant) and ``<out>.md``.
+runs the variants that take any size (``pretrained_cfg['fixed_input_size']`` False) at ``S x S`` to fit a CPU; the
+others keep their one size. Each variant runs in its own subprocess (a failure or a hang is its row, ``--timeout``). Writes ``<out>.json`` (one record per variant) and ``<out>.md``.
 """
 import argparse
 import json
@@ -27,9 +27,8 @@ FAMILY_ORDER = ('nat', 'biformer', 'l2vit', 'favit', 'sparsifiner', 'dlgsanet')
 
 
 def _input_size(model, side):
-    from attnzoo.cli.export import DYNAMIC_HW_FAMILIES, family_of
     size = tuple(model.pretrained_cfg['input_size'])
-    if side and family_of(model) in DYNAMIC_HW_FAMILIES:
+    if side and not model.pretrained_cfg.get('fixed_input_size', False):
         return (size[0], side, side)
     return size
 
@@ -99,7 +98,7 @@ def _cell(record: dict, fmt: str) -> str:
 def markdown(records, side) -> str:
     lines = ['# Export on the CPU (issue 22)', '',
              f"Random init, dynamic batch (traced at 2, checked at 3); input: each variant's pretrained size"
-             f"{f', {side}x{side} for the families with a dynamic H/W' if side else ''}. "
+             f"{f', {side}x{side} for the variants of any input size' if side else ''}. "
              "Written by benchmarks/export_table.py.", '',
              '| model | input | `torch.export` (.pt2 reloaded) | ONNX + ONNX Runtime (CPU) | eager / ORT ms (B=3) |',
              '|---|---|---|---|---|']

@@ -14,8 +14,12 @@ ONNX Runtime CPU session) and run on a new random input, at another batch size w
 largest absolute and relative errors against eager PyTorch and both median latencies are printed.
 
 Dynamic dimensions (``--dynamic-batch``, ``--dynamic-hw``): the batch can be dynamic for every family; height and
-width only for the families that take any input size (:data:`DYNAMIC_HW_FAMILIES`). A dimension the model's code
-specialises raises :class:`ExportShapeError` naming it and the family.
+width for :data:`DYNAMIC_HW_FAMILIES` (DLGSANet with TLC off); for the others ``--dynamic-hw`` is an
+:class:`ExportShapeError` giving the reason (:data:`FIXED_HW_REASONS`): export one file per input size. A dimension the
+model's code specialises raises :class:`ExportShapeError` naming it and the family.
+
+TorchScript (``torch.jit.script``) is not supported by any family (the ops use Python features TorchScript lacks:
+cached plans, context managers, f-strings, keyword-only arguments); ``torch.export`` is the supported path.
 
 The timing and tensor comparison are written here: the ORT session and the exported program are no ``nn.Module``
 that ``attnzoo.utils.timing`` or ``torch.testing`` helpers would run and report as the table needs (one number each).
@@ -34,12 +38,22 @@ from torch.export import Dim
 
 from attnzoo.utils.timing import median_ms
 
-__all__ = ['ExportShapeError', 'DYNAMIC_HW_FAMILIES', 'family_of', 'dynamic_shapes', 'export_program',
-           'export_onnx', 'check_file', 'ExportCheck', 'build_model', 'main']
+__all__ = ['ExportShapeError', 'DYNAMIC_HW_FAMILIES', 'FIXED_HW_REASONS', 'family_of', 'dynamic_shapes',
+           'export_program', 'export_onnx', 'check_file', 'ExportCheck', 'build_model', 'main']
 
-# Families whose every variant takes any input size; the others fix it (FaViT / Sparsifiner: a position
-# embedding or a token budget of one size).
-DYNAMIC_HW_FAMILIES = ('nat', 'biformer', 'l2vit', 'dlgsanet')
+# Height and width can be dynamic for these families only; every other family exports at one size per file and
+# names why in :data:`FIXED_HW_REASONS` (the batch is dynamic for all).
+DYNAMIC_HW_FAMILIES = ('dlgsanet',)
+FIXED_HW_REASONS = {
+    'nat': "the neighborhood-attention tile plan is Python arithmetic on the map size (torch.export's shape solver "
+           'fails on it)',
+    'biformer': 'the region grid of every stage is fixed from the map size (guards such as "padded height == 56" '
+                'remain after the padding is made unconditional)',
+    'l2vit': "the window partition's padding is Python arithmetic on the map size (torch.export does not finish "
+             'solving its guards)',
+    'favit': 'the padding of its factorized key windows is Python arithmetic on the map size (guards on it remain)',
+    'sparsifiner': 'a ViT with a position embedding and a token budget of one size',
+}
 FORMATS = ('pt2', 'onnx')
 MAX_BATCH = 1024
 MAX_SIDE = 4096
@@ -68,14 +82,15 @@ def dynamic_shapes(model: torch.nn.Module, dynamic_batch: bool, dynamic_hw: bool
     """``dynamic_shapes`` for ``torch.export`` of ``model(x)`` with ``x`` ``[B, C, H, W]`` (None: all static).
 
     Raises:
-        ExportShapeError: ``dynamic_hw`` for a family outside :data:`DYNAMIC_HW_FAMILIES`, or for a DLGSANet whose
+        ExportShapeError: ``dynamic_hw`` for a family outside :data:`DYNAMIC_HW_FAMILIES` (the reason from
+            :data:`FIXED_HW_REASONS`), or for a DLGSANet whose
             TLC windows are on (their grid is Python arithmetic on the size: ``model.set_tlc(False)``).
     """
     family = family_of(model)
     if dynamic_hw and family not in DYNAMIC_HW_FAMILIES:
-        raise ExportShapeError(f'dynamic_hw: the {family} family takes one input size (it has a size-specific '
-                               f'position embedding or token count); families with a dynamic H/W: '
-                               f'{DYNAMIC_HW_FAMILIES}')
+        raise ExportShapeError(f'dynamic_hw: the {family} family exports at one input size: '
+                               f'{FIXED_HW_REASONS.get(family, "not an attnzoo family")}; families with a dynamic '
+                               f'H/W: {DYNAMIC_HW_FAMILIES}')
     if dynamic_hw and family == 'dlgsanet' and any(getattr(m, 'tlc', False) for m in model.modules()):
         raise ExportShapeError('dynamic_hw: DLGSANet with TLC on lays its window grid out from the image size in '
                                'Python, so it exports at one size; export with model.set_tlc(False) (--no-tlc: '
@@ -95,8 +110,10 @@ def _shape_error(model: torch.nn.Module, err: Exception) -> ExportShapeError:
                             f'{reason}')
 
 
-def export_program(model: torch.nn.Module, x: torch.Tensor, dims: Optional[Tuple[Dict]]) -> torch.export.ExportedProgram:
-    """``torch.export.export(model, (x,), strict=False)`` with ``dims``; a violated dynamic dim is an ExportShapeError."""
+def export_program(model: torch.nn.Module, x: torch.Tensor,
+                   dims: Optional[Tuple[Dict]]) -> torch.export.ExportedProgram:
+    """``torch.export.export(model, (x,), strict=False)`` with ``dims``; a violated dynamic dim is an
+    ExportShapeError."""
     try:
         return torch.export.export(model, (x,), dynamic_shapes=dims, strict=False)
     except torch._dynamo.exc.UserError as err:
@@ -180,7 +197,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="input [C, H, W]; default the model's pretrained_cfg input_size")
     p.add_argument('--batch-size', type=int, default=1, help='batch of the example input (default 1)')
     p.add_argument('--dynamic-batch', action='store_true', help='export with a dynamic batch dimension')
-    p.add_argument('--dynamic-hw', action='store_true', help=f'dynamic height and width {DYNAMIC_HW_FAMILIES}')
+    p.add_argument('--dynamic-hw', action='store_true', help=f'dynamic height and width: {DYNAMIC_HW_FAMILIES}')
     p.add_argument('--no-tlc', action='store_true', help='DLGSANet: global SparseGSA instead of TLC windows')
     p.add_argument('--features-only', action='store_true', help='export the backbone (a list of NCHW maps)')
     p.add_argument('--check', action='store_true', help='re-run the file against eager and print errors, latency')
