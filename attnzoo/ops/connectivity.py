@@ -53,6 +53,7 @@ Backends (``attnzoo.ops.use_backend``):
                0.25, 1404 against 1524 img/s (inference 3850 against 3189), with the attention shapes of DeiT-S
                (6 heads of 64, 197 tokens); not yet repeated.
 """
+import contextlib
 import math
 from typing import Optional
 
@@ -133,9 +134,16 @@ def _check_predictor_args(q_c, k_c, proj_n, basis, scale, basis_topk, budget, la
         raise ValueError(f'{op}: layout must be one of {LAYOUTS}, got {layout!r}')
 
 
+def _fp32_region(device: torch.device):
+    """Autocast off on ``device`` (a no-op context where the device has no autocast, e.g. ``meta``)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _connectivity_torch(q_c, k_c, proj_n, basis, scale, basis_topk, budget, layout):
     """The unfused definition (the official ``MaskPredictor`` ops, fp32, the tie rule)."""
-    with torch.autocast(q_c.device.type, enabled=False):
+    with _fp32_region(q_c.device):
         k_down = k_c.float().transpose(-1, -2) @ proj_n.float()  # [B, heads, c, r]
         coef = ((q_c.float() @ k_down) * scale).softmax(dim=-1)
         coef = coef.masked_fill(~_topk_mask(coef, basis_topk), 0.)
@@ -147,7 +155,7 @@ def _connectivity_torch(q_c, k_c, proj_n, basis, scale, basis_topk, budget, layo
 
 def _connectivity_triton(q_c, k_c, proj_n, basis, scale, basis_topk, budget, layout):
     from . import _connectivity_triton  # imports Triton: only when the kernel runs
-    with torch.autocast(q_c.device.type, enabled=False):
+    with _fp32_region(q_c.device):
         k_down = (k_c.float().transpose(-1, -2) @ proj_n.float()).contiguous()  # [B, heads, c, r]: 1/Nq of the work
     return _connectivity_triton.connectivity(q_c, k_down, basis.float().contiguous(), float(scale), basis_topk,
                                              budget, layout == 'bitmask')
