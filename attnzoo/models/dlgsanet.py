@@ -185,7 +185,7 @@ class SparseGlobalAttention(nn.Module):
         if len(corners) == 1:
             return self.project_out(self._attend(qkv))
         parts = torch.cat([qkv[:, :, i:i + kh, j:j + kw] for i, j in corners], dim=0)
-        outs = self._attend(parts).split(b, dim=0)
+        outs = self._attend(parts).unflatten(0, (len(corners), b)).unbind(0)  # no guard on a symbolic batch
         out = qkv.new_zeros(b, qkv.shape[1] // 3, h, w)
         count = qkv.new_zeros(1, 1, h, w)
         for (i, j), o in zip(corners, outs):

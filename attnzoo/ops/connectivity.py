@@ -105,8 +105,13 @@ def _topk_mask(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _mask_to_sorted_indices(mask: torch.Tensor, k: int) -> torch.Tensor:
-    """bool ``[..., n]`` with ``k`` entries set per row -> int32 ``[..., k]`` positions, ascending."""
-    return torch.sort(mask.to(torch.uint8), dim=-1, descending=True, stable=True).indices[..., :k].to(torch.int32)
+    """bool ``[..., n]`` with ``k`` entries set per row -> int32 ``[..., k]`` positions, ascending.
+
+    The ``k`` largest of ``mask * n + (n - 1 - position)``: the set entries, the lower position first (what a stable
+    descending sort of the mask gives); ONNX has no stable sort, and ``topk`` exports everywhere."""
+    n = mask.shape[-1]
+    score = mask.to(torch.int64) * n + torch.arange(n - 1, -1, -1, device=mask.device)
+    return score.topk(k, dim=-1).indices.to(torch.int32)
 
 
 # ---------------------------------------------------------------------------------------------
