@@ -40,3 +40,20 @@ def parity_dir() -> Path:
     if not PARITY_DIR.is_dir():
         pytest.skip(f'parity fixtures not found at {PARITY_DIR} (expected <repo>/../shared/parity)')
     return PARITY_DIR
+
+
+@pytest.fixture(scope='session')
+def tiny_imagefolder(tmp_path_factory) -> Path:
+    """An ImageNet-style folder for the tool tests: 3 classes (told apart by brightness) x 4 train / 2 val JPEGs of
+    32 px, ``root/{train,val}/n0000<c>/img<i>.JPEG``. Shared by the session: tests must not write into it."""
+    import numpy as np
+    from PIL import Image
+    root = tmp_path_factory.mktemp('inet')
+    rng = np.random.RandomState(0)
+    for split, n in (('train', 4), ('val', 2)):
+        for c in range(3):
+            d = root / split / f'n0000{c}'
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((rng.rand(32, 32, 3) * 60 + c * 80).astype(np.uint8)).save(d / f'img{i}.JPEG')
+    return root

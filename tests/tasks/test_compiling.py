@@ -13,7 +13,6 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
-from PIL import Image
 from torch.utils.data import DataLoader
 
 import attnzoo  # noqa: F401
@@ -28,17 +27,8 @@ TRAIN = REPO / 'tools' / 'train.py'
 
 
 @pytest.fixture(scope='module')
-def folder(tmp_path_factory):
-    """3 classes x 4 train / 2 val JPEGs of 32 px."""
-    root = tmp_path_factory.mktemp('inet')
-    rng = np.random.RandomState(0)
-    for split, n in (('train', 4), ('val', 2)):
-        for c in range(3):
-            d = root / split / f'n0000{c}'
-            d.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray((rng.rand(32, 32, 3) * 60 + c * 80).astype(np.uint8)).save(d / f'img{i}.JPEG')
-    return root
+def folder(tiny_imagefolder):
+    return tiny_imagefolder
 
 
 def demo_cfg(folder, work_dir, batch=4, epochs=1):

@@ -9,9 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / 'configs' / 'classification' / 'demo_digits.py'
@@ -23,17 +21,8 @@ SMALL = ['train_dataloader.batch_size=4', 'val_dataloader.batch_size=4', 'test_d
 
 
 @pytest.fixture(scope='module')
-def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp('inet')
-    rng = np.random.RandomState(0)
-    for split, n in (('train', 4), ('val', 2)):
-        for c in range(3):
-            d = root / split / f'n0000{c}'
-            d.mkdir(parents=True)
-            for i in range(n):
-                arr = (rng.rand(32, 32, 3) * 60 + c * 80).astype(np.uint8)  # class = brightness
-                Image.fromarray(arr).save(d / f'img{i}.JPEG')
-    return root
+def folder(tiny_imagefolder):
+    return tiny_imagefolder
 
 
 def run(args, cwd, env_extra=None, timeout=300, check=True):
