@@ -57,3 +57,12 @@ def tiny_imagefolder(tmp_path_factory) -> Path:
             for i in range(n):
                 Image.fromarray((rng.rand(32, 32, 3) * 60 + c * 80).astype(np.uint8)).save(d / f'img{i}.JPEG')
     return root
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 matmuls and convolutions in full precision on CUDA, restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -14,14 +14,6 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-@pytest.fixture
-def no_tf32():
-    """fp32 matmuls and convolutions in full precision on CUDA, restored afterwards."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
 
 @pytest.mark.parametrize('name', ['favit_b0', 'favit_b2'])
 def test_cuda_matches_cpu(name, no_tf32):

@@ -31,14 +31,6 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-@pytest.fixture
-def no_tf32():
-    """fp32 matmuls and convolutions in full precision on CUDA, restored afterwards."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
 
 def as_mask(connectivity: torch.Tensor, layout: str, num_keys: int) -> torch.Tensor:
     """A predictor output (``layout`` 'indices' or 'bitmask') -> bool ``[B, heads, N-1, num_keys]``."""
