@@ -14,7 +14,6 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-
 @pytest.mark.parametrize('name', ['favit_b0', 'favit_b2'])
 def test_cuda_matches_cpu(name, no_tf32):
     torch.manual_seed(0)

@@ -31,7 +31,6 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-
 def as_mask(connectivity: torch.Tensor, layout: str, num_keys: int) -> torch.Tensor:
     """A predictor output (``layout`` 'indices' or 'bitmask') -> bool ``[B, heads, N-1, num_keys]``."""
     if layout == 'bitmask':
