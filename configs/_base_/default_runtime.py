@@ -19,3 +19,6 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=42, diff_rank_seed=False)
+# Scalars (loss, lr, grad norm, metrics) are also written as JSON under <work_dir>/<timestamp>/vis_data/. For
+# TensorBoard (pip install tensorboard): --cfg-options visualizer.vis_backends.0.type=TensorboardVisBackend
+visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
