@@ -4,7 +4,7 @@ Every error names the op (``op``, e.g. ``'na2d'``), the argument, the value it g
 ``dims`` spells a tensor layout as dimension names, e.g. ``('B', 'heads', 'N', 'head_dim')``.
 """
 import numbers
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -153,3 +153,18 @@ def select_simple_backend(op: str) -> str:
     """The backend an op with only ``reference`` and ``torch`` paths runs under the current ``use_backend``."""
     requested = check_simple_backend(op)
     return 'torch' if requested == 'auto' else requested
+
+
+# The fused Triton kernels of NA and of Sparsifiner's connectivity attention: q and v head dims equal and one of these.
+TRITON_HEAD_DIMS = (16, 32, 64, 128)
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def triton_operands_unsupported(q: torch.Tensor, v: torch.Tensor) -> Optional[str]:
+    """Why those kernels cannot take ``q`` / ``v`` (``[..., head_dim]``) by head dim or dtype, or None."""
+    if q.shape[-1] not in TRITON_HEAD_DIMS or v.shape[-1] != q.shape[-1]:
+        return (f'head_dim {q.shape[-1]} (v: {v.shape[-1]}); they need q and v head_dim equal and one of '
+                f'{TRITON_HEAD_DIMS}')
+    if q.dtype not in TRITON_DTYPES:
+        return f'dtype {q.dtype} (one of {TRITON_DTYPES} is needed)'
+    return None

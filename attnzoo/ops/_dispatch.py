@@ -63,6 +63,14 @@ def exporting() -> bool:
     return torch.compiler.is_exporting()
 
 
+def tensors_are_traced(device: torch.device) -> bool:
+    """Whether tensors made now are not real data that later calls may reuse: under torch.compile or
+    torch.export (fake tensors), under another fake-tensor tracer (make_fx), or on a CUDA stream that is
+    capturing a graph (whose kernels run only when the graph is replayed)."""
+    return (torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None
+            or (device.type == 'cuda' and torch.cuda.is_current_stream_capturing()))
+
+
 def flex_available() -> bool:
     """Whether ``torch.nn.attention.flex_attention`` exists and a CUDA device is present."""
     try:

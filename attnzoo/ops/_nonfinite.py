@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from ._dispatch import tensors_are_traced
+
 __all__ = ['nonfinite_keys', 'zero_keys', 'poison']
 
 
@@ -24,11 +26,10 @@ def nonfinite_keys(k: torch.Tensor, v: torch.Tensor) -> Optional[torch.Tensor]:
     ``torch.export`` or fake tensors the mask is returned as it is (the masking is a few elementwise ops); under
     ``torch.jit.trace`` (FLOP counting) None, so that the trace holds only the attention itself.
     """
-    from .neighborhood import _tensors_are_traced  # one definition of "traced" for the ops
     if torch.jit.is_tracing():
         return None
     # A non-finite element makes the sum non-finite; an overflow of finite ones only costs the exact mask below.
-    if k.device.type == 'cpu' and not _tensors_are_traced(k.device) and bool(torch.isfinite(k.sum() + v.sum())):
+    if k.device.type == 'cpu' and not tensors_are_traced(k.device) and bool(torch.isfinite(k.sum() + v.sum())):
         return None
     return ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))
 

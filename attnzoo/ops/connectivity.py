@@ -60,7 +60,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_dropout, check_int_range, check_same_device, check_tensor
+from ._checks import check_dropout, check_int_range, check_same_device, check_tensor, triton_operands_unsupported
 from ._dispatch import add_attention_macs, exporting, get_backend
 from .neighborhood import _triton_interpreted, triton_available
 from .sparse import _check_qkv, _topk_reference
@@ -68,8 +68,6 @@ from .sparse import _check_qkv, _topk_reference
 __all__ = ['topk_connectivity', 'connectivity_attention', 'bitmask_to_mask', 'mask_to_bitmask', 'LAYOUTS']
 
 LAYOUTS = ('indices', 'bitmask')
-_TRITON_HEAD_DIMS = (16, 32, 64, 128)
-_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,11 +241,9 @@ def _attention_triton_unsupported(q: torch.Tensor, v: torch.Tensor, dropout_p: f
     """Why the Triton kernels cannot run these arguments, or None when they can."""
     if dropout_p > 0:
         return f'dropout_p={dropout_p}'
-    if q.shape[-1] not in _TRITON_HEAD_DIMS or v.shape[-1] != q.shape[-1]:
-        return (f'head_dim {q.shape[-1]} (v: {v.shape[-1]}); they need q and v head_dim equal, one of '
-                f'{_TRITON_HEAD_DIMS}')
-    if q.dtype not in _TRITON_DTYPES:
-        return f'dtype {q.dtype} (one of {_TRITON_DTYPES} is needed)'
+    operands = triton_operands_unsupported(q, v)
+    if operands is not None:
+        return operands
     if not _triton_device_ok(q):
         return f'tensors on {q.device} without Triton and a CUDA device'
     return None

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import nn
 
-from ._checks import check_channels_last, check_dropout, check_flex_device, check_heads, check_qkv, check_scale, check_tensor
-from ._dispatch import add_attention_macs, exporting, flex_available, get_backend
+from ._checks import (check_channels_last, check_dropout, check_flex_device, check_heads, check_qkv, check_scale,
+                      check_tensor, triton_operands_unsupported)
+from ._dispatch import add_attention_macs, exporting, flex_available, get_backend, tensors_are_traced
 from ._nonfinite import nonfinite_keys, poison, zero_keys
 from .window import padded_qkv_attention
 
@@ -141,24 +142,16 @@ def _ravel(parts: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
 # Caches of constant index tensors, never filled with traced or captured tensors
 # ---------------------------------------------------------------------------------------------
 
-def _tensors_are_traced(device: torch.device) -> bool:
-    """Whether tensors made now are not real data that later calls may reuse: under torch.compile or
-    torch.export (fake tensors), under another fake-tensor tracer (make_fx), or on a CUDA stream that is
-    capturing a graph (whose kernels run only when the graph is replayed)."""
-    return (torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None
-            or (device.type == 'cuda' and torch.cuda.is_current_stream_capturing()))
-
-
 def _untraced_cache(maxsize: int):
     """``functools.lru_cache`` for a builder of constant tensors whose last argument is their device, bypassed
-    (the tensors built in the traced graph or the captured graph instead) when :func:`_tensors_are_traced`: an
+    (the tensors built in the traced graph or the captured graph instead) when :func:`tensors_are_traced`: an
     entry made while exporting would hand fake tensors to every later call."""
     def wrap(build: Callable) -> Callable:
         cached = functools.lru_cache(maxsize=maxsize)(build)
 
         @functools.wraps(build)
         def get(*args):
-            return build(*args) if _tensors_are_traced(args[-1]) else cached(*args)
+            return build(*args) if tensors_are_traced(args[-1]) else cached(*args)
         get.cache_clear, get.cache_info = cached.cache_clear, cached.cache_info
         return get
     return wrap
@@ -511,8 +504,6 @@ def _na_natten(q, k, v, kernel, dil, causal, scale):
 # triton backend: attnzoo's fused 2-D kernels (``_na_triton.py``): dilation and RPB in-kernel
 # ---------------------------------------------------------------------------------------------
 
-_TRITON_HEAD_DIMS = (16, 32, 64, 128)
-_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _triton_interpreted() -> bool:
@@ -537,11 +528,9 @@ def _triton_unsupported(q: torch.Tensor, v: torch.Tensor, n: int, causal: tuple,
         return f'is_causal={causal}'
     if dropout_p > 0:
         return f'dropout_p={dropout_p}'
-    if q.shape[-1] not in _TRITON_HEAD_DIMS or v.shape[-1] != q.shape[-1]:
-        return (f'head_dim {q.shape[-1]} (v: {v.shape[-1]}); they need q and v head_dim equal and one of '
-                f'{_TRITON_HEAD_DIMS}')
-    if q.dtype not in _TRITON_DTYPES:
-        return f'dtype {q.dtype} (one of {_TRITON_DTYPES} is needed)'
+    operands = triton_operands_unsupported(q, v)
+    if operands is not None:
+        return operands
     if not (q.is_cuda or _triton_interpreted()):
         return f'tensors on {q.device} (the kernels need CUDA)'
     return None

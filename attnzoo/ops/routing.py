@@ -56,7 +56,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_flex_device, check_index_values, check_int_range, check_qkv, check_scale
+from ._checks import (TRITON_DTYPES, check_flex_device, check_index_values, check_int_range, check_qkv,
+                      check_scale)
 from ._dispatch import add_attention_macs, counting_macs, exporting, flex_available, get_backend
 from ._nonfinite import nonfinite_keys, poison, zero_keys
 from .neighborhood import _compiled_flex_attention, _triton_interpreted, triton_available
@@ -76,7 +77,6 @@ _DENSE_FRACTION = 0.25
 _AUTO_CUDA_ORDER = {'inference': ('triton', 'torch'), 'training': ('torch',)}
 # The fused kernels: head dims up to this (padded to a power of two inside), these dtypes.
 _TRITON_MAX_HEAD_DIM = 128
-_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,8 +329,8 @@ def _triton_unsupported(q: torch.Tensor, v: torch.Tensor) -> Optional[str]:
     """Why the fused Triton kernels cannot run these inputs, or None when they can."""
     if max(q.shape[-1], v.shape[-1]) > _TRITON_MAX_HEAD_DIM:
         return f'head_dim {q.shape[-1]} (v: {v.shape[-1]}); they take head dims up to {_TRITON_MAX_HEAD_DIM}'
-    if q.dtype not in _TRITON_DTYPES:
-        return f'dtype {q.dtype} (one of {_TRITON_DTYPES} is needed)'
+    if q.dtype not in TRITON_DTYPES:
+        return f'dtype {q.dtype} (one of {TRITON_DTYPES} is needed)'
     if not (q.is_cuda or _triton_interpreted()):
         return f'tensors on {q.device} (the kernels need CUDA)'
     return None
